@@ -1,0 +1,53 @@
+"""``spos-hw spaces`` and ``spos-hw info``."""
+
+from __future__ import annotations
+
+import click
+
+from spos_hw.commands.options import emit, json_option, load_space, parse_arch, space_option
+
+
+@click.command()
+@json_option
+def spaces(as_json: bool) -> None:
+    """List the registered search spaces."""
+    from spos_hw.nas.spaces import get_space, list_spaces
+
+    rows = [get_space(name).describe() for name in list_spaces()]
+
+    def text(rows):
+        lines = [f"{'space':26s} {'blocks':>6s}  {'choices/block':22s} {'input':12s} {'FLOPs (M)':>16s}"]
+        for r in rows:
+            dims = " x ".join(f"{len(r['options'][d])} {d}" for d in r["dims"])
+            lo, hi = r["flops_range"]
+            shape = "x".join(map(str, r["input_shape"]))
+            lines.append(f"{r['name']:26s} {r['num_blocks']:6d}  {dims:22s} {shape:12s} {lo / 1e6:7.1f}..{hi / 1e6:7.1f}")
+        return "\n".join(lines)
+
+    emit(rows, as_json, text)
+
+
+@click.command()
+@click.argument("arch")
+@space_option()
+@json_option
+def info(arch: str, space_name: str, as_json: bool) -> None:
+    """Costs of one architecture: FLOPs, params (and BitOps for quantized spaces).
+
+    ARCH is the canonical string (e.g. 2,1,0,...), inline JSON, or a .json file.
+    """
+    space = load_space(space_name)
+    summary = space.summarize(parse_arch(space, arch))
+
+    def text(s):
+        lines = [f"space: {s['space']} ({s['fingerprint']})", f"arch: {s['arch']}", f"flops: {s['flops']:,}", f"params: {s['params']:,}"]
+        for key in ("bitops", "latency_ms"):
+            if key in s:
+                lines.append(f"{key}: {s[key]:,}" if isinstance(s[key], int) else f"{key}: {s[key]:.4f}")
+        lines.append("blocks: " + " ".join(f"{b['op']}/{b['mid']}" + (f"/w{b['wbits']}a{b['abits']}" if "wbits" in b else "") for b in s["blocks"]))
+        return "\n".join(lines)
+
+    emit(summary, as_json, text)
+
+
+COMMANDS = [spaces, info]

@@ -1,0 +1,78 @@
+"""Registry of search spaces. ``get_space("name[:key=value,...]")`` or a path to a space JSON file.
+
+Overrides adapt a registered space to a dataset: ``classes`` (number of classes), ``channels``
+(input channels) and ``size`` (input height = width), for example
+``shufflenetv2-small:classes=100,channels=3``. The override string is part of the name, so
+every artifact made with it records the adapted space and its own fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from spos_hw.errors import SpaceError
+from spos_hw.nas.space import SearchSpace
+from spos_hw.nas.spaces.shufflenetv2 import IMAGENET, PAPER_SCALES, SMALL, ShuffleNetV2Space
+
+_REGISTRY: dict[str, Callable[[str], SearchSpace]] = {}
+
+
+def register_space(name: str, builder: Callable[[str], SearchSpace]) -> None:
+    """Register ``builder(name) -> SearchSpace``; a duplicate name is an error."""
+    if name in _REGISTRY:
+        raise SpaceError(f"space {name!r} is already registered")
+    _REGISTRY[name] = builder
+
+
+def list_spaces() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+_OVERRIDES = {"classes": "num_classes", "channels": "channels", "size": "size"}
+
+
+def get_space(spec: str) -> SearchSpace:
+    """The space named ``spec`` (with optional ``:key=value`` overrides), or one read from a JSON file."""
+    if spec.endswith(".json"):
+        path = Path(spec)
+        if not path.is_file():
+            raise SpaceError(f"space file {spec!r} does not exist")
+        try:
+            return SearchSpace.from_json(json.loads(path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SpaceError(f"space file {spec!r} is not valid JSON: {exc}") from None
+    base, _, opts = spec.partition(":")
+    if base not in _REGISTRY:
+        raise SpaceError(f"unknown space {base!r}; known: {', '.join(list_spaces())}")
+    space = _REGISTRY[base](base)
+    if not opts:
+        return space
+    kw: dict[str, int] = {}
+    for item in opts.split(","):
+        key, eq, value = item.partition("=")
+        if key not in _OVERRIDES or not eq or not value.isdigit() or int(value) < 1:
+            raise SpaceError(f"bad space option {item!r}; use classes=N, channels=N or size=N (N >= 1)")
+        kw[key] = int(value)
+    c, h, w = space.input_shape
+    changes = {
+        "name": f"{base}:" + ",".join(f"{k}={kw[k]}" for k in sorted(kw)),
+        "num_classes": kw.get("classes", space.num_classes),
+        "input_shape": (kw.get("channels", c), kw.get("size", h), kw.get("size", w)),
+    }
+    import dataclasses
+
+    return dataclasses.replace(space, **changes)
+
+
+def _shufflenet(params: dict, **extra) -> Callable[[str], SearchSpace]:
+    return lambda name: ShuffleNetV2Space(name=name, **params, **extra)
+
+
+register_space("shufflenetv2-imagenet", _shufflenet(IMAGENET))
+register_space("shufflenetv2-imagenet-ch", _shufflenet(IMAGENET, channel_scales=PAPER_SCALES))
+register_space("shufflenetv2-small", _shufflenet(SMALL))
+register_space("shufflenetv2-small-ch", _shufflenet(SMALL, channel_scales=PAPER_SCALES))
+
+__all__ = ["get_space", "list_spaces", "register_space"]

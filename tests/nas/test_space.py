@@ -1,0 +1,176 @@
+"""Search-space specs, architectures and the vectorized cost tables."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from spos_hw.errors import ArchError, SpaceError
+from spos_hw.nas.space import Arch, SearchSpace
+from spos_hw.nas.spaces import get_space, list_spaces
+from spos_hw.nas.supernet import SubNet
+
+PAPER_ARCH = "2,1,0,1,2,0,2,0,2,0,2,3,0,0,0,0,3,2,3,3"
+ALL = list_spaces()
+
+
+def test_paper_arch_exact_costs():
+    space = get_space("shufflenetv2-imagenet")
+    s = space.summarize(space.arch(PAPER_ARCH))
+    assert (s["flops"], s["params"]) == (322_918_720, 3_558_464)
+
+
+def test_paper_space_shape():
+    space = get_space("shufflenetv2-imagenet")
+    assert space.num_blocks == 20 and space.sizes == (4, 1, 1, 1) and space.size == 4**20
+    assert [p.stride for p in space.positions if p.stride == 2] == [2, 2, 2, 2]
+    assert [p.in_hw[0] for p in space.positions[::4]] == [112, 56, 28, 14, 14]
+    ch = get_space("shufflenetv2-imagenet-ch")
+    assert ch.channel_scales == (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6)
+    assert ch.mid_choices(ch.positions[0])[4] == 32  # scale 1.0 is the block-search width
+
+
+def test_fingerprints_are_stable():
+    """Artifacts are keyed by these; a change here invalidates every user's tables and checkpoints."""
+    expect = json.loads((__import__("pathlib").Path(__file__).parents[1] / "expect" / "fingerprints.json").read_text())
+    assert {name: get_space(name).fingerprint for name in expect} == expect
+
+
+def test_space_json_round_trip(tmp_path):
+    for name in ALL:
+        space = get_space(name)
+        again = SearchSpace.from_json(json.loads(json.dumps(space.to_json())))
+        assert again == space and again.fingerprint == space.fingerprint
+    path = tmp_path / "custom.json"
+    path.write_text(json.dumps(get_space("shufflenetv2-small").to_json()))
+    assert get_space(str(path)).fingerprint == get_space("shufflenetv2-small").fingerprint
+
+
+def test_space_overrides():
+    s = get_space("shufflenetv2-small:classes=100,channels=3")
+    assert s.num_classes == 100 and s.input_shape == (3, 32, 32)
+    assert s.fingerprint != get_space("shufflenetv2-small").fingerprint
+    for bad in ["shufflenetv2-small:classes=0", "shufflenetv2-small:depth=3", "nope", "missing.json"]:
+        with pytest.raises(SpaceError):
+            get_space(bad)
+
+
+def test_space_module_imports_no_torch():
+    code = "import sys, spos_hw.nas.spaces; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_arch_string_and_json_round_trip(name):
+    space = get_space(name)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        arch = space.random_arch(rng)
+        assert space.arch(str(arch)) == arch
+        assert space.arch(json.loads(json.dumps(arch.to_json()))) == arch
+        assert space.decode(space.encode([arch]))[0] == arch
+        assert hash(arch) == hash(space.arch(str(arch)))
+
+
+def test_arch_string_forms():
+    space = get_space("shufflenetv2-small-ch")
+    arch = space.arch("ch=" + ",".join(["7"] * 20) + ";op=" + ",".join(["1"] * 20))
+    assert str(arch).startswith("op=1,") and ";ch=7," in str(arch)
+    assert arch.ops == (1,) * 20 and arch.channels == (7,) * 20 and arch.wbits == (0,) * 20
+    assert str(get_space("shufflenetv2-small").arch([3] * 20)) == ",".join(["3"] * 20)
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("1,2,3", "has 3 blocks"),
+        (",".join(["0"] * 19 + ["4"]), "block 19: op index 4 is out of range; allowed 0=shuffle3x3"),
+        (",".join(["0"] * 19 + ["-1"]), "block 19"),
+        ("a,b,c", "comma-separated integers"),
+        ("", "empty"),
+        ("op=" + ",".join(["0"] * 20) + ";zz=1", "unknown architecture dimension 'zz'"),
+        ("op=1;op=2", "given twice"),
+    ],
+)
+def test_bad_arch_messages(text, needle):
+    with pytest.raises(ArchError, match=None) as exc:
+        get_space("shufflenetv2-small").arch(text)
+    assert needle in str(exc.value)
+
+
+def test_multi_dim_space_needs_named_dims():
+    with pytest.raises(ArchError, match="op=...;ch=..."):
+        get_space("shufflenetv2-small-ch").arch(",".join(["0"] * 20))
+    with pytest.raises(ArchError, match="missing"):
+        get_space("shufflenetv2-small-ch").arch("op=" + ",".join(["0"] * 20))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_vectorized_costs_equal_per_arch_loop(name):
+    space = get_space(name)
+    batch = space.sample(np.random.default_rng(2), 64)
+    for model in (space.flops, space.params, space.bitops):
+        vec = model.cost(batch)
+        loop = [model.cost(row) for row in batch]
+        np.testing.assert_array_equal(vec, loop)
+        lo, hi = model.bounds()
+        assert lo <= vec.min() and vec.max() <= hi
+
+
+def test_bounds_are_attained():
+    space = get_space("shufflenetv2-small-ch")
+    pb = space.flops.per_block
+    best = pb.argmin(axis=1)
+    batch = np.zeros((1, space.num_blocks, 4), dtype=np.int64)
+    batch[0, :, 0], batch[0, :, 1] = np.unravel_index(best, space.sizes)[:2]
+    assert space.flops.cost(batch)[0] == space.flops.bounds()[0]
+
+
+def test_affine_cost_stays_additive():
+    space = get_space("shufflenetv2-small")
+    batch = space.sample(np.random.default_rng(3), 16)
+    lat = space.flops.affine(2e-9, 0.5, name="latency")
+    np.testing.assert_allclose(lat.cost(batch), 2e-9 * space.flops.cost(batch) + 0.5)
+
+
+def _measured(space, arch):
+    """FLOPs (MACs) and params of the real materialized module, built on the meta device."""
+    with torch.device("meta"):
+        net = SubNet(space, arch).eval()
+        x = torch.empty(1, *space.input_shape)
+        with FlopCounterMode(display=False) as counter:
+            net(x)
+    return counter.get_total_flops() // 2, sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_cost_tables_match_real_modules(name):
+    space = get_space(name)
+    rng = np.random.default_rng(4)
+    archs = [space.random_arch(rng) for _ in range(12)]
+    archs += [space.decode(np.full((space.num_blocks, 4), 0))[0]]
+    for arch in archs:
+        flops, params = _measured(space, arch)
+        row = arch.to_array()
+        assert (flops, params) == (space.flops.cost(row), space.params.cost(row)), str(arch)
+
+
+def test_check_batch_rejects_bad_shapes_and_ranges():
+    space = get_space("shufflenetv2-small")
+    with pytest.raises(ArchError, match="shape"):
+        space.check_batch(np.zeros((2, 3, 4)))
+    bad = np.zeros((2, 20, 4), dtype=int)
+    bad[1, 7, 0] = 9
+    with pytest.raises(ArchError, match="architecture 1, block 7: op index 9"):
+        space.check_batch(bad)
+
+
+def test_arch_requires_consistent_lengths():
+    with pytest.raises(ArchError):
+        Arch(("op", "ch"), ((1, 2), (1,)))
