@@ -43,5 +43,9 @@ class RuntimeUnavailable(SposHwError, RuntimeError):
     """A runtime or device that cannot be used here (no CUDA, unknown runtime ...)."""
 
 
+class QuantError(SposHwError, ValueError):
+    """A bad quantization setting: a bit width outside the allowed set, a non-positive scale ..."""
+
+
 class VerificationError(SposHwError, RuntimeError):
     """An exported model that does not match its torch original within tolerance."""

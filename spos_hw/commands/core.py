@@ -16,12 +16,12 @@ def spaces(as_json: bool) -> None:
     rows = [get_space(name).describe() for name in list_spaces()]
 
     def text(rows):
-        lines = [f"{'space':26s} {'blocks':>6s}  {'choices/block':22s} {'input':12s} {'FLOPs (M)':>16s}"]
+        lines = [f"{'space':28s} {'blocks':>6s}  {'choices/block':22s} {'input':12s} {'FLOPs (M)':>16s}"]
         for r in rows:
             dims = " x ".join(f"{len(r['options'][d])} {d}" for d in r["dims"])
             lo, hi = r["flops_range"]
             shape = "x".join(map(str, r["input_shape"]))
-            lines.append(f"{r['name']:26s} {r['num_blocks']:6d}  {dims:22s} {shape:12s} {lo / 1e6:7.1f}..{hi / 1e6:7.1f}")
+            lines.append(f"{r['name']:28s} {r['num_blocks']:6d}  {dims:22s} {shape:12s} {lo / 1e6:7.1f}..{hi / 1e6:7.1f}")
         return "\n".join(lines)
 
     emit(rows, as_json, text)

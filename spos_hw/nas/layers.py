@@ -75,7 +75,13 @@ class Linear(nn.Linear):
 
 @dataclass(frozen=True)
 class Layers:
-    """Factories the blocks are built from; quantization swaps them, never the blocks."""
+    """Factories the blocks are built from; quantization swaps them, never the blocks.
+
+    ``conv(cin, cout, k, stride, groups, *, signed_input)``, ``bn(c)`` and
+    ``linear(cin, cout, bias, *, signed_input)``. ``signed_input`` tells whether the layer's
+    input can be negative (quantizing layers pick signed or unsigned activation ranges from it;
+    float layers ignore it).
+    """
 
     conv: Callable[..., nn.Module]
     bn: Callable[[int], nn.Module]
@@ -83,11 +89,13 @@ class Layers:
 
 
 def float_layers(bn_affine: bool) -> Layers:
-    return Layers(
-        conv=SliceConv2d,
-        bn=lambda c: SliceBatchNorm2d(c, affine=bn_affine),
-        linear=lambda cin, cout, bias=False: Linear(cin, cout, bias=bias),
-    )
+    def conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, *, signed_input: bool = False) -> SliceConv2d:
+        return SliceConv2d(cin, cout, k, stride, groups)
+
+    def linear(cin: int, cout: int, bias: bool = False, *, signed_input: bool = False) -> Linear:
+        return Linear(cin, cout, bias=bias)
+
+    return Layers(conv=conv, bn=lambda c: SliceBatchNorm2d(c, affine=bn_affine), linear=linear)
 
 
 def layers_for(space, *, bn_affine: bool, bits_choices=None) -> Layers:

@@ -22,12 +22,13 @@ class Supernet(nn.Module):
         super().__init__()
         self.space = space
         layers = layers_for(space, bn_affine=False, bits_choices=self._bits_choices(space))
-        self.stem = Stem(space.stem_plan(), layers)
+        fixed = layers_for(space, bn_affine=False, bits_choices=[space.fixed_bits])
+        self.stem = Stem(space.stem_plan(), fixed)
         self.blocks = nn.ModuleList(
             nn.ModuleList(build_block(space.block_plan(p, op, space.max_mid(p)), layers) for op in range(len(space.ops)))
             for p in space.positions
         )
-        self.head = Head(space.head_plan(), space.dropout, layers)
+        self.head = Head(space.head_plan(), space.dropout, fixed)
         self._mids = [space.mid_choices(p) for p in space.positions]
 
     @staticmethod
@@ -78,10 +79,13 @@ class SubNet(nn.Module):
         self.space, self.arch = space, arch
         row = arch.to_array()
         bits = [space.bits(c) for c in row]
-        layers = layers_for(space, bn_affine=True, bits_choices=sorted(set(bits)))
-        self.stem = Stem(space.stem_plan(), layers)
-        self.blocks = nn.ModuleList(build_block(space.plan(p, row[p.index]), layers) for p in space.positions)
-        self.head = Head(space.head_plan(), space.dropout, layers)
+        fixed = layers_for(space, bn_affine=True, bits_choices=[space.fixed_bits])
+        self.stem = Stem(space.stem_plan(), fixed)
+        self.blocks = nn.ModuleList(
+            build_block(space.plan(p, row[p.index]), layers_for(space, bn_affine=True, bits_choices=[bits[p.index]]))
+            for p in space.positions
+        )  # each block holds the quantizers and BN of its own bit widths only
+        self.head = Head(space.head_plan(), space.dropout, fixed)
         self.block_bits = bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -146,7 +146,9 @@ def _measured(space, arch):
         x = torch.empty(1, *space.input_shape)
         with FlopCounterMode(display=False) as counter:
             net(x)
-    return counter.get_total_flops() // 2, sum(p.numel() for p in net.parameters())
+    # LSQ step sizes of quantized layers (``.wq.`` / ``.aq.``) become Q/DQ scales, not weights
+    params = sum(p.numel() for n, p in net.named_parameters() if ".wq." not in n and ".aq." not in n)
+    return counter.get_total_flops() // 2, params
 
 
 @pytest.mark.parametrize("name", ALL)

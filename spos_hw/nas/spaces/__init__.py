@@ -14,6 +14,8 @@ from typing import Callable
 
 from spos_hw.errors import SpaceError
 from spos_hw.nas.space import SearchSpace
+from spos_hw.nas.spaces.resnet import MIXED_BITS, ResNetSpace
+from spos_hw.nas.spaces.resnet import SMALL as RESNET_SMALL
 from spos_hw.nas.spaces.shufflenetv2 import IMAGENET, PAPER_SCALES, SMALL, ShuffleNetV2Space
 
 _REGISTRY: dict[str, Callable[[str], SearchSpace]] = {}
@@ -74,5 +76,17 @@ register_space("shufflenetv2-imagenet", _shufflenet(IMAGENET))
 register_space("shufflenetv2-imagenet-ch", _shufflenet(IMAGENET, channel_scales=PAPER_SCALES))
 register_space("shufflenetv2-small", _shufflenet(SMALL))
 register_space("shufflenetv2-small-ch", _shufflenet(SMALL, channel_scales=PAPER_SCALES))
+
+# Quantized spaces. Stem and head run at 8/8 bits (not searched); BitOps count them at 8 x 8.
+_DEPLOY_BITS = dict(wbits=(4, 8), abits=(8,), fixed_bits=(8, 8))
+"""What TensorRT runs: INT4 or INT8 weights, INT8 activations."""
+register_space("shufflenetv2-small-w48a8", _shufflenet(SMALL, **_DEPLOY_BITS))
+register_space("shufflenetv2-imagenet-w48a8", _shufflenet(IMAGENET, **_DEPLOY_BITS))
+register_space(
+    "resnet18-mixed",
+    lambda name: ResNetSpace(
+        name=name, **RESNET_SMALL, channel_scales=(0.5, 0.75, 1.0), wbits=MIXED_BITS, abits=MIXED_BITS, fixed_bits=(8, 8)
+    ),
+)
 
 __all__ = ["get_space", "list_spaces", "register_space"]
