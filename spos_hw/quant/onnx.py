@@ -13,8 +13,13 @@ Integer containers (the zero point's dtype decides Q's output type):
 - a range narrower than its container (3-bit, or activations below 8 bits) is enforced with
   an integer ``Clip`` between Q and DQ, so the values that reach DQ are exactly the op's.
 
-The 1-bit sign quantizer has no integer container: it lowers to
-``Where(x >= 0, scale, -scale)`` (exact; no runtime executes 1-bit natively).
+The 1-bit sign quantizer is not a rounding of ``x / scale`` (``sign(0) = +1``), so it has
+no QuantizeLinear: it lowers to ``DequantizeLinear(Where(x >= 0, 1, -1) as INT8, scale)``,
+exactly ``+-scale``. On constant weights ORT folds the ``Where`` into an INT8 initializer of
++-1 and keeps the DequantizeLinear, like any other quantized weight. (A float
+``Where(x >= 0, s, -s)`` would also be exact, but ORT then folds the weights into plain
+constants and fuses the following BN into the conv, which moves low-bit activations across
+rounding boundaries: measured 3% output error after one 4-bit layer.)
 fp16/bf16 inputs are cast to float32 around Q/DQ, as the op computes in fp32.
 """
 
@@ -93,14 +98,13 @@ def translation_table(opset: int) -> dict[Callable, Callable]:
 
     def sign_quant(x, scale, axis: int | None = None):
         x, dtype = to_float(x)
-        if axis is None:
-            s = op.Reshape(scale, const(np.zeros((0,), np.int64), ir.DataType.INT64))
-        else:
-            shape = [1] * len(x.shape)
-            shape[axis] = -1
-            s = op.Reshape(scale, const(np.array(shape, np.int64), ir.DataType.INT64))
-        y = op.Where(op.GreaterOrEqual(x, const(np.float32(0), ir.DataType.FLOAT)), s, op.Neg(s))
-        return back(y, dtype)
+        ax = {"axis": axis} if axis is not None else {}
+        if axis is None and len(scale.shape or ()) > 0:
+            scale = op.Reshape(scale, const(np.zeros((0,), np.int64), ir.DataType.INT64))
+        i8 = ir.DataType.INT8
+        q = op.Where(op.GreaterOrEqual(x, const(np.float32(0), ir.DataType.FLOAT)), const(1, i8), const(-1, i8))
+        zp = const(np.zeros(int(scale.shape[0]), np.int8) if axis is not None else 0, i8)
+        return back(op.DequantizeLinear(q, scale, zp, **ax), dtype)
 
     return {
         torch.ops.spos_hw.fake_quant.default: fake_quant,
@@ -166,9 +170,9 @@ def ort_outputs(model: bytes, inputs: tuple[torch.Tensor, ...], level: str, thre
 
 
 def bit_mismatches(a: np.ndarray, b: np.ndarray) -> int:
-    """Number of elements whose float32 bit patterns differ (so -0.0 != 0.0, and NaN == NaN only bitwise)."""
+    """Number of elements whose float32 bit patterns differ (-0.0 != 0.0; any NaN equals any NaN)."""
     a32, b32 = np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.float32)
-    return int(np.count_nonzero(a32.view(np.int32) != b32.view(np.int32)))
+    return int(np.count_nonzero((a32.view(np.int32) != b32.view(np.int32)) & ~(np.isnan(a32) & np.isnan(b32))))
 
 
 __all__ = [

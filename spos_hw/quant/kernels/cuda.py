@@ -3,7 +3,9 @@
 One program handles ``BLOCK`` elements of one row (a run of elements sharing a scale; see
 ``kernels.flat_layout``), so per-tensor and per-channel quantization are the same kernel.
 fp32, fp16 and bf16 inputs are loaded, upcast to fp32, quantized in fp32 and stored back in
-the input dtype (round to nearest even), exactly like the reference.
+the input dtype (round to nearest even), exactly like the reference. The fp32 -> bf16
+rounding is spelled out in integer operations (the standard ``+ 0x7FFF + lsb`` trick):
+the interpreter's own cast truncates, and this way both give what torch gives.
 
 Exactness on the GPU needs two things Triton does not give by default:
 
@@ -56,7 +58,15 @@ def kernels():
         q = tl.minimum(tl.maximum(r + zp, qmin), qmax)
         y = (q - zp) * s
         y = tl.where(v != v, v, y)  # NaN in, NaN out (GPU min/max drop NaNs)
-        tl.store(y_ptr + ptr, y.to(y_ptr.dtype.element_ty), mask=mask)
+        if y_ptr.dtype.element_ty == tl.bfloat16:
+            # fp32 -> bf16 round-to-nearest-even in integer ops: what torch and cvt.rn.bf16.f32 do,
+            # written out because the interpreter's own bf16 cast truncates
+            b = y.to(tl.uint32, bitcast=True)
+            b = (b + 0x7FFF + ((b >> 16) & 1)) >> 16
+            b = tl.where(y != y, 0x7FC0, b)
+            tl.store(y_ptr + ptr, b.to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=mask)
+        else:
+            tl.store(y_ptr + ptr, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _fq_backward(
