@@ -160,37 +160,45 @@ def reference_sign_backward(grad: Tensor, x: Tensor, scale: Tensor, axis: Option
 
 
 @torch.library.custom_op("spos_hw::fake_quant", mutates_args=())
-def fake_quant_op(x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: Optional[int]) -> Tensor:
-    """Q/DQ with integer range ``[qmin, qmax]``; the default (non-CPU, non-CUDA) kernel is the reference."""
+def fake_quant_op(
+    x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: Optional[int], check: bool = True
+) -> Tensor:
+    """Q/DQ with integer range ``[qmin, qmax]``; the default (non-CPU, non-CUDA) kernel is the reference.
+
+    ``check`` validates the scale's values (one device synchronisation on accelerators).
+    """
     _check_args(x, scale, qmin, qmax, zero_point, axis)
-    _check_scale_values(scale)
+    if check:
+        _check_scale_values(scale)
     return reference_forward(x, scale, qmin, qmax, zero_point, _norm_axis(x, axis))
 
 
 @fake_quant_op.register_kernel("cpu")
-def _fake_quant_cpu(x, scale, qmin, qmax, zero_point, axis):
+def _fake_quant_cpu(x, scale, qmin, qmax, zero_point, axis, check=True):
     from spos_hw.quant.kernels import cpu
 
     _check_args(x, scale, qmin, qmax, zero_point, axis)
-    _check_scale_values(scale)
+    if check:
+        _check_scale_values(scale)
     axis = _norm_axis(x, axis)
     out = cpu.forward(x, scale, qmin, qmax, zero_point, axis)
     return reference_forward(x, scale, qmin, qmax, zero_point, axis) if out is None else out
 
 
 @fake_quant_op.register_kernel("cuda")
-def _fake_quant_cuda(x, scale, qmin, qmax, zero_point, axis):
+def _fake_quant_cuda(x, scale, qmin, qmax, zero_point, axis, check=True):
     from spos_hw.quant.kernels import cuda
 
     _check_args(x, scale, qmin, qmax, zero_point, axis)
-    _check_scale_values(scale)
+    if check:
+        _check_scale_values(scale)
     axis = _norm_axis(x, axis)
     out = cuda.forward(x, scale, qmin, qmax, zero_point, axis)
     return reference_forward(x, scale, qmin, qmax, zero_point, axis) if out is None else out
 
 
 @fake_quant_op.register_fake
-def _fake_quant_fake(x, scale, qmin, qmax, zero_point, axis):
+def _fake_quant_fake(x, scale, qmin, qmax, zero_point, axis, check=True):
     _check_args(x, scale, qmin, qmax, zero_point, axis)
     return torch.empty_like(x)
 
@@ -227,7 +235,7 @@ def _fake_quant_backward_fake(grad, x, scale, qmin, qmax, zero_point, axis):
 
 
 def _fq_setup(ctx, inputs, output) -> None:
-    x, scale, qmin, qmax, zero_point, axis = inputs
+    x, scale, qmin, qmax, zero_point, axis, _ = inputs
     ctx.save_for_backward(x, scale)
     ctx.args = (qmin, qmax, zero_point, axis)
 
@@ -235,22 +243,23 @@ def _fq_setup(ctx, inputs, output) -> None:
 def _fq_backward(ctx, grad):
     x, scale = ctx.saved_tensors
     grad_x, grad_scale = fake_quant_backward_op(grad, x, scale, *ctx.args)
-    return grad_x, grad_scale, None, None, None, None
+    return grad_x, grad_scale, None, None, None, None, None
 
 
 torch.library.register_autograd("spos_hw::fake_quant", _fq_backward, setup_context=_fq_setup)
 
 
 @torch.library.custom_op("spos_hw::sign_quant", mutates_args=())
-def sign_quant_op(x: Tensor, scale: Tensor, axis: Optional[int]) -> Tensor:
+def sign_quant_op(x: Tensor, scale: Tensor, axis: Optional[int], check: bool = True) -> Tensor:
     """Binary sign quantizer ``scale * (x >= 0 ? 1 : -1)``: torch ops on every device (one select)."""
     _check_args(x, scale, -1, 1, 0, axis)
-    _check_scale_values(scale)
+    if check:
+        _check_scale_values(scale)
     return reference_sign_forward(x, scale, _norm_axis(x, axis))
 
 
 @sign_quant_op.register_fake
-def _sign_quant_fake(x, scale, axis):
+def _sign_quant_fake(x, scale, axis, check=True):
     _check_args(x, scale, -1, 1, 0, axis)
     return torch.empty_like(x)
 
@@ -266,7 +275,7 @@ def _sign_quant_backward_fake(grad, x, scale, axis):
 
 
 def _sign_setup(ctx, inputs, output) -> None:
-    x, scale, axis = inputs
+    x, scale, axis, _ = inputs
     ctx.save_for_backward(x, scale)
     ctx.axis = axis
 
@@ -274,7 +283,7 @@ def _sign_setup(ctx, inputs, output) -> None:
 def _sign_backward(ctx, grad):
     x, scale = ctx.saved_tensors
     grad_x, grad_scale = sign_quant_backward_op(grad, x, scale, ctx.axis)
-    return grad_x, grad_scale, None
+    return grad_x, grad_scale, None, None
 
 
 torch.library.register_autograd("spos_hw::sign_quant", _sign_backward, setup_context=_sign_setup)
@@ -283,11 +292,15 @@ torch.library.register_autograd("spos_hw::sign_quant", _sign_backward, setup_con
 # ----------------------------------------------------------------------------- public API
 
 
-def fake_quant(x: Tensor, scale: Tensor, *, bits: int, signed: bool, axis: int | None = None, zero_point: int = 0) -> Tensor:
+def fake_quant(
+    x: Tensor, scale: Tensor, *, bits: int, signed: bool, axis: int | None = None, zero_point: int = 0, check: bool = True
+) -> Tensor:
     """Quantize-dequantize ``x`` to ``bits`` (1..8) with ``scale`` (per tensor, or per channel along ``axis``).
 
     Signed ranges are ``[-2^(b-1), 2^(b-1) - 1]`` (1-bit signed: the sign quantizer), unsigned
-    ``[0, 2^b - 1]``. Differentiable in ``x`` (STE) and ``scale`` (LSQ).
+    ``[0, 2^b - 1]``. Differentiable in ``x`` (STE) and ``scale`` (LSQ). ``check=False`` skips
+    validating the scale's values, which costs a device synchronisation on GPUs (the layers
+    skip it in training, where the step size is clamped positive).
 
     Example:
         >>> y = fake_quant(w, s, bits=4, signed=True, axis=0)      # per-output-channel weights
@@ -297,9 +310,9 @@ def fake_quant(x: Tensor, scale: Tensor, *, bits: int, signed: bool, axis: int |
     if bits == 1 and signed:
         if zero_point:
             raise QuantError("the 1-bit sign quantizer has no zero point")
-        return sign_quant_op(x, scale, axis)
+        return sign_quant_op(x, scale, axis, check)
     qmin, qmax = quant_range(bits, signed)
-    return fake_quant_op(x, scale, qmin, qmax, int(zero_point), axis)
+    return fake_quant_op(x, scale, qmin, qmax, int(zero_point), axis, check)
 
 
 class _GradScale(torch.autograd.Function):

@@ -89,9 +89,10 @@ class LsqQuantizer(nn.Module):
             axis = 0
             if x.shape[0] != s.shape[0]:
                 s = s[: x.shape[0]]
-        if self.training and torch.is_grad_enabled():
+        training = self.training and torch.is_grad_enabled()
+        if training:  # clamped positive: no need to validate (and synchronise) every step
             s = grad_scale(s.clamp_min(EPS), lsq_grad_factor(x.numel() // s.numel(), self.bits, self.signed))
-        return fake_quant(x, s, bits=self.bits, signed=self.signed, axis=axis)
+        return fake_quant(x, s, bits=self.bits, signed=self.signed, axis=axis, check=not training)
 
 
 def _quantizers(bits: Iterable[int], **kw) -> nn.ModuleDict:

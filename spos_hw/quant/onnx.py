@@ -76,7 +76,7 @@ def translation_table(opset: int) -> dict[Callable, Callable]:
     def back(y, dtype):
         return y if dtype is None else op.Cast(y, to=dtype)
 
-    def fake_quant(x, scale, qmin: int, qmax: int, zero_point: int, axis: int | None = None):
+    def fake_quant(x, scale, qmin: int, qmax: int, zero_point: int, axis: int | None = None, check: bool = True):
         x, dtype = to_float(x)
         per_axis = axis is not None
         name, clip = container(qmin, qmax, zero_point, per_axis, opset)
@@ -96,7 +96,7 @@ def translation_table(opset: int) -> dict[Callable, Callable]:
             y = op.DequantizeLinear(q, scale, **ax)
         return back(y, dtype)
 
-    def sign_quant(x, scale, axis: int | None = None):
+    def sign_quant(x, scale, axis: int | None = None, check: bool = True):
         x, dtype = to_float(x)
         ax = {"axis": axis} if axis is not None else {}
         if axis is None and len(scale.shape or ()) > 0:
