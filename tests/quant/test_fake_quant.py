@@ -265,3 +265,25 @@ def test_under_torch_compile():
         assert torch.equal(e.grad, c.grad)
     with pytest.raises(QuantError, match="scale must be finite"):
         compiled(args[0], torch.tensor(-1.0), args[2], args[3])
+
+
+@pytest.mark.parametrize("bits, signed, axis", [(4, False, None), (3, True, 0), (1, True, 0)])
+def test_eager_fast_path_equals_the_custom_op(bits, signed, axis):
+    """``fake_quant`` skips the custom-op dispatcher in eager mode; results and grads are the op's."""
+    from spos_hw.quant.fake_quant import sign_quant_op
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(8, 6, 3, 3, generator=g)
+    s = torch.rand(8 if axis == 0 else (), generator=g) * 0.3 + 0.05
+    a = [x.clone().requires_grad_(), s.clone().requires_grad_()]
+    b = [x.clone().requires_grad_(), s.clone().requires_grad_()]
+    ya = fake_quant(a[0], a[1], bits=bits, signed=signed, axis=axis)
+    if bits == 1 and signed:
+        yb = sign_quant_op(b[0], b[1], axis)
+    else:
+        yb = fake_quant_op(b[0], b[1], *quant_range(bits, signed), 0, axis)
+    grad = torch.randn(ya.shape, generator=g)
+    ya.backward(grad)
+    yb.backward(grad)
+    assert bits_equal(ya, yb) == 0 and bits_equal(a[0].grad, b[0].grad) == 0
+    torch.testing.assert_close(a[1].grad, b[1].grad, rtol=0, atol=0)

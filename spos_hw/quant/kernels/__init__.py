@@ -46,6 +46,8 @@ def unavailable(device: str, reason: str) -> None:
 
 def is_dense(x: Tensor) -> bool:
     """True when ``x`` covers exactly ``numel`` consecutive elements (any dim order, no gaps or overlap)."""
+    if x.is_contiguous():
+        return True
     dims = sorted((st, sz) for st, sz in zip(x.stride(), x.shape) if sz != 1)
     expect = 1
     for st, sz in dims:

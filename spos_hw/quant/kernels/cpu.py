@@ -243,13 +243,9 @@ def empty_like(x: Tensor) -> Tensor:
     return torch.empty(0, dtype=x.dtype).set_(storage, 0, x.shape, x.stride())
 
 
-def _usable(*tensors: Tensor) -> bool:
-    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
-
-
 def forward(x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: int | None) -> Tensor | None:
     """Fake-quant of a float32 CPU tensor, or None when the reference must run."""
-    if not _usable(x) or x.numel() == 0:
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.numel() == 0:
         return None
     lib = library()
     if lib is None:
@@ -258,20 +254,20 @@ def forward(x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axi
     s = scale.detach().contiguous()
     y = empty_like(xk)
     lib.fq_forward(xk.data_ptr(), y.data_ptr(), s.data_ptr(), rows, nch, inner, float(qmin), float(qmax), float(zero_point))
-    return like_input(x, y)
+    return y if xk is x else like_input(x, y)
 
 
 def backward(
     grad: Tensor, x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: int | None
 ) -> tuple[Tensor, Tensor] | None:
     """STE and LSQ gradients for float32 CPU tensors, or None when the reference must run."""
-    if not _usable(x, grad) or x.numel() == 0:
+    if x.dtype != torch.float32 or grad.dtype != torch.float32 or x.device.type != "cpu" or x.numel() == 0:
         return None
     lib = library()
     if lib is None:
         return None
     xk, rows, nch, inner = flat_layout(x, axis)
-    g = grad if grad.stride() == xk.stride() and is_dense(grad) else _like(grad, xk)
+    g = grad if grad.stride() == xk.stride() else _like(grad, xk)  # same shape and strides as xk: dense
     s = scale.detach().contiguous()
     per_row = (inner + CHUNK - 1) // CHUNK
     partial = torch.empty(rows * per_row, dtype=torch.float64)
@@ -280,8 +276,8 @@ def backward(
         g.data_ptr(), xk.data_ptr(), gx.data_ptr(), s.data_ptr(), rows, nch, inner,
         float(qmin), float(qmax), float(zero_point), partial.data_ptr(),
     )  # fmt: skip
-    gs = partial.view(rows // nch, nch, per_row).sum((0, 2)).to(scale.dtype).reshape(scale.shape)
-    return like_input(x, gx), gs
+    gs = partial.sum() if nch == 1 else partial.view(rows // nch, nch, per_row).sum((0, 2))
+    return (gx if xk is x else like_input(x, gx)), gs.to(scale.dtype).reshape(scale.shape)
 
 
 def _like(t: Tensor, ref: Tensor) -> Tensor:
