@@ -607,6 +607,22 @@ class Stage:
     stride: int = 2
 
 
+def stage_positions(stages: Sequence[Stage], in_channels: int, in_hw: tuple[int, int], mid_ratio: float) -> tuple[Position, ...]:
+    """Block positions of stages of repeated blocks; a stage's first block has its stride.
+
+    ``base_mid`` of each position is ``int(out_channels * mid_ratio)``.
+    """
+    c, hw = in_channels, in_hw
+    out: list[Position] = []
+    for si, st in enumerate(stages):
+        for j in range(st.repeats):
+            stride = st.stride if j == 0 else 1
+            out.append(Position(len(out), si, c, st.out_channels, stride, hw, int(st.out_channels * mid_ratio)))
+            hw = ((hw[0] - 1) // stride + 1, (hw[1] - 1) // stride + 1)
+            c = st.out_channels
+    return tuple(out)
+
+
 def stages_from(value: Any) -> tuple[Stage, ...]:
     """Stages from their JSON form (list of dicts or tuples)."""
     out = []
@@ -627,5 +643,6 @@ __all__ = [
     "Position",
     "SearchSpace",
     "Stage",
+    "stage_positions",
     "stages_from",
 ]

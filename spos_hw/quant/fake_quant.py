@@ -359,12 +359,9 @@ class _GradScale(torch.autograd.Function):
     """Identity forward; multiplies the gradient by ``factor`` (LSQ's step-size gradient scaling)."""
 
     @staticmethod
-    def forward(t: Tensor, factor: float) -> Tensor:
+    def forward(ctx, t: Tensor, factor: float) -> Tensor:  # ctx style: no per-call signature binding
+        ctx.factor = factor
         return t.view_as(t)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.factor = inputs[1]
 
     @staticmethod
     def backward(ctx, grad: Tensor):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from spos_hw.errors import SpaceError
-from spos_hw.nas.space import BlockPlan, ConvSpec, LinearSpec, Position, SearchSpace, Stage, stages_from
+from spos_hw.nas.space import BlockPlan, ConvSpec, LinearSpec, Position, SearchSpace, Stage, stage_positions, stages_from
 
 OPS = ("basic",)
 
@@ -36,15 +36,7 @@ class ResNetSpace(SearchSpace):
 
     @cached_property
     def positions(self) -> tuple[Position, ...]:
-        c, hw = self.stem_channels, self.stem_plan()[-1].out_hw
-        out: list[Position] = []
-        for si, st in enumerate(self.stages):
-            for j in range(st.repeats):
-                stride = st.stride if j == 0 else 1
-                out.append(Position(len(out), si, c, st.out_channels, stride, hw, st.out_channels))
-                hw = ((hw[0] - 1) // stride + 1, (hw[1] - 1) // stride + 1)
-                c = st.out_channels
-        return tuple(out)
+        return stage_positions(self.stages, self.stem_channels, self.stem_plan()[-1].out_hw, mid_ratio=1.0)
 
     def block_plan(self, pos: Position, op: int, mid: int) -> BlockPlan:
         s, hw = pos.stride, pos.in_hw

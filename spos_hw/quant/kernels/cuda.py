@@ -1,4 +1,4 @@
-"""CUDA kernels of the fake-quant op, written in Triton (imported lazily, optional).
+"""CUDA path of the fake-quant op: launches the Triton kernels of ``triton_fq`` (imported lazily, optional).
 
 One program handles ``BLOCK`` elements of one row (a run of elements sharing a scale; see
 ``kernels.flat_layout``), so per-tensor and per-channel quantization are the same kernel.
@@ -38,60 +38,9 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 @functools.cache
 def kernels():
     """The compiled (or, under ``TRITON_INTERPRET=1``, interpreted) Triton kernels."""
-    import triton
-    import triton.language as tl
+    from spos_hw.quant.kernels import triton_fq
 
-    @triton.jit
-    def _fq_forward(x_ptr, y_ptr, s_ptr, inner, nch, blocks_per_row, qmin, qmax, zp, BLOCK: tl.constexpr):
-        pid = tl.program_id(0).to(tl.int64)
-        row = pid // blocks_per_row
-        offs = (pid % blocks_per_row) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < inner
-        ptr = row * inner + offs
-        s = tl.load(s_ptr + row % nch)
-        x = tl.load(x_ptr + ptr, mask=mask, other=0.0).to(tl.float32)
-        v = tl.div_rn(x, s)
-        lo = qmin - zp
-        hi = qmax - zp
-        vc = tl.minimum(tl.maximum(v, lo - 1.0), hi + 1.0)
-        r = (vc + 12582912.0) - 12582912.0  # 1.5 * 2**23: exact rint for |vc| < 2**22
-        q = tl.minimum(tl.maximum(r + zp, qmin), qmax)
-        y = (q - zp) * s
-        y = tl.where(v != v, v, y)  # NaN in, NaN out (GPU min/max drop NaNs)
-        if y_ptr.dtype.element_ty == tl.bfloat16:
-            # fp32 -> bf16 round-to-nearest-even in integer ops: what torch and cvt.rn.bf16.f32 do,
-            # written out because the interpreter's own bf16 cast truncates
-            b = y.to(tl.uint32, bitcast=True)
-            b = (b + 0x7FFF + ((b >> 16) & 1)) >> 16
-            b = tl.where(y != y, 0x7FC0, b)
-            tl.store(y_ptr + ptr, b.to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=mask)
-        else:
-            tl.store(y_ptr + ptr, y.to(y_ptr.dtype.element_ty), mask=mask)
-
-    @triton.jit
-    def _fq_backward(
-        g_ptr, x_ptr, gx_ptr, s_ptr, part_ptr, inner, nch, blocks_per_row, qmin, qmax, zp, BLOCK: tl.constexpr
-    ):
-        pid = tl.program_id(0).to(tl.int64)
-        row = pid // blocks_per_row
-        offs = (pid % blocks_per_row) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < inner
-        ptr = row * inner + offs
-        s = tl.load(s_ptr + row % nch)
-        x = tl.load(x_ptr + ptr, mask=mask, other=0.0).to(tl.float32)
-        g_raw = tl.load(g_ptr + ptr, mask=mask, other=0.0)
-        g = g_raw.to(tl.float32)
-        v = tl.div_rn(x, s)
-        lo = qmin - zp
-        hi = qmax - zp
-        inside = (v >= lo) & (v <= hi)
-        vc = tl.minimum(tl.maximum(v, lo - 1.0), hi + 1.0)
-        r = (vc + 12582912.0) - 12582912.0  # 1.5 * 2**23: exact rint for |vc| < 2**22
-        t = tl.where(v < lo, lo, tl.where(v > hi, hi, r - v))
-        tl.store(gx_ptr + ptr, tl.where(inside, g_raw, tl.zeros_like(g_raw)), mask=mask)
-        tl.store(part_ptr + pid, tl.sum(tl.where(mask, g * t, 0.0), axis=0))
-
-    return _fq_forward, _fq_backward
+    return triton_fq.fq_forward, triton_fq.fq_backward
 
 
 def _available(x: Tensor) -> bool:
