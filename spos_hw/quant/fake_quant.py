@@ -72,6 +72,8 @@ def _check_args(x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int,
         raise QuantError(f"fake_quant: input dtype {x.dtype} is not supported; use float32, float16 or bfloat16")
     if scale.dtype != torch.float32:
         raise QuantError(f"fake_quant: scale must be float32, got {scale.dtype}")
+    if scale.device != x.device:
+        raise QuantError(f"fake_quant: scale is on {scale.device} but the input is on {x.device}")
     if not (-128 <= qmin < qmax <= 127 or 0 <= qmin < qmax <= 255):
         raise QuantError(f"fake_quant: integer range [{qmin}, {qmax}] does not fit 8 bits (int8 or uint8)")
     if not qmin <= zero_point <= qmax:

@@ -79,7 +79,7 @@ def test_triton_kernels_bit_exact_in_interpreter():
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cuda_op_bit_exact_on_device(dtype):
-    from spos_hw.quant.fake_quant import fake_quant, reference_backward, reference_forward
+    from spos_hw.quant.fake_quant import fake_quant, quant_range, reference_backward, reference_forward
 
     g = torch.Generator().manual_seed(1)
     x = (torch.randn(64, 32, 16, 16, generator=g) * 0.3).to(dtype)
@@ -89,8 +89,6 @@ def test_cuda_op_bit_exact_on_device(dtype):
         xc = inp.cuda().requires_grad_()
         sc = scale.cuda().requires_grad_()
         y = fake_quant(xc, sc, bits=bits, signed=signed, axis=axis)
-        from spos_hw.quant.fake_quant import quant_range
-
         qmin, qmax = quant_range(bits, signed)
         assert torch.equal(y.cpu(), reference_forward(inp, scale, qmin, qmax, 0, axis))
         grad = torch.randn(inp.shape, generator=g).to(dtype)
