@@ -7,16 +7,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from spos_hw.nas.spaces import get_space
 from spos_hw.nas.supernet import SubNet
 from spos_hw.quant.layers import QuantConv2d, QuantLinear
 
-QUANTIZED = ["resnet18-mixed", "shufflenetv2-small-w48a8"]
-
-
-def _measured_bitops(space, arch) -> int:
-    """Run the real subnet (meta device) and add up, per conv/linear call, MACs x the bits it was called with."""
+def _measured(space, arch) -> tuple[int, int, int]:
+    """FLOPs, params and BitOps of the real subnet (meta device): BitOps add up, per conv/linear
+    call, MACs x the bits it was called with; FLOPs come from FlopCounterMode."""
     total = 0
 
     def hook(module, args, kwargs, out):
@@ -35,17 +34,23 @@ def _measured_bitops(space, arch) -> int:
     for m in net.modules():
         if isinstance(m, (QuantConv2d, QuantLinear)):
             m.register_forward_hook(hook, with_kwargs=True)
-    net(torch.empty(1, *space.input_shape, device="meta"))
-    return total
+    with FlopCounterMode(display=False) as counter:
+        net(torch.empty(1, *space.input_shape, device="meta"))
+    # LSQ step sizes (``.wq.`` / ``.aq.``) become Q/DQ scales; params count weights and BN affine
+    params = sum(p.numel() for n, p in net.named_parameters() if ".wq." not in n and ".aq." not in n)
+    return counter.get_total_flops() // 2, params, total
 
 
-@pytest.mark.parametrize("name", QUANTIZED)
-def test_bitops_table_matches_real_modules(name):
+@pytest.mark.parametrize("name, n", [("resnet18-mixed", 6), ("shufflenetv2-small-w48a8", 3), ("shufflenetv2-imagenet-w48a8", 1)])
+def test_cost_tables_match_real_modules(name, n):
+    """FLOPs, params and BitOps tables against the real modules (the float spaces' twin of this
+    check is tests/nas/test_space.py)."""
     space = get_space(name)
     rng = np.random.default_rng(0)
-    archs = [space.random_arch(rng) for _ in range(4)]
+    archs = [space.random_arch(rng) for _ in range(n)]
     batch = space.encode(archs)
-    np.testing.assert_array_equal(space.bitops.cost(batch), [_measured_bitops(space, a) for a in archs])
+    expect = np.stack([space.flops.cost(batch), space.params.cost(batch), space.bitops.cost(batch)], 1)
+    np.testing.assert_array_equal(expect, [_measured(space, a) for a in archs])
 
 
 def test_uniform_2w2a_budget_by_hand():
