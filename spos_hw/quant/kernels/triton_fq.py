@@ -20,7 +20,9 @@ def rint_near_range(v, lo, hi):
 
 
 @triton.jit
-def fq_forward(x_ptr, y_ptr, s_ptr, inner, nch, blocks_per_row, qmin, qmax, zp, BLOCK: tl.constexpr):
+def load_block(x_ptr, s_ptr, inner, nch, blocks_per_row, BLOCK: tl.constexpr):
+    # program `pid` covers BLOCK elements of row `pid // blocks_per_row` (rows share a scale,
+    # row r uses scale r % nch); returns offsets, mask, the scale and v = x / s (correctly rounded)
     pid = tl.program_id(0).to(tl.int64)
     row = pid // blocks_per_row
     offs = (pid % blocks_per_row) * BLOCK + tl.arange(0, BLOCK)
@@ -28,7 +30,12 @@ def fq_forward(x_ptr, y_ptr, s_ptr, inner, nch, blocks_per_row, qmin, qmax, zp, 
     ptr = row * inner + offs
     s = tl.load(s_ptr + row % nch)
     x = tl.load(x_ptr + ptr, mask=mask, other=0.0).to(tl.float32)
-    v = tl.div_rn(x, s)
+    return pid, ptr, mask, s, tl.div_rn(x, s)
+
+
+@triton.jit
+def fq_forward(x_ptr, y_ptr, s_ptr, inner, nch, blocks_per_row, qmin, qmax, zp, BLOCK: tl.constexpr):
+    pid, ptr, mask, s, v = load_block(x_ptr, s_ptr, inner, nch, blocks_per_row, BLOCK)
     r = rint_near_range(v, qmin - zp, qmax - zp)
     q = tl.minimum(tl.maximum(r + zp, qmin), qmax)
     y = (q - zp) * s
@@ -48,16 +55,9 @@ def fq_forward(x_ptr, y_ptr, s_ptr, inner, nch, blocks_per_row, qmin, qmax, zp, 
 def fq_backward(
     g_ptr, x_ptr, gx_ptr, s_ptr, part_ptr, inner, nch, blocks_per_row, qmin, qmax, zp, BLOCK: tl.constexpr
 ):
-    pid = tl.program_id(0).to(tl.int64)
-    row = pid // blocks_per_row
-    offs = (pid % blocks_per_row) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < inner
-    ptr = row * inner + offs
-    s = tl.load(s_ptr + row % nch)
-    x = tl.load(x_ptr + ptr, mask=mask, other=0.0).to(tl.float32)
+    pid, ptr, mask, s, v = load_block(x_ptr, s_ptr, inner, nch, blocks_per_row, BLOCK)
     g_raw = tl.load(g_ptr + ptr, mask=mask, other=0.0)
     g = g_raw.to(tl.float32)
-    v = tl.div_rn(x, s)
     lo = qmin - zp
     hi = qmax - zp
     inside = (v >= lo) & (v <= hi)
