@@ -34,13 +34,8 @@ def versions() -> dict[str, str]:
 
     from spos_hw import __version__
 
-    return {
-        "spos_hw": __version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-    }
+    found = {"spos_hw": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": numpy.__version__}
+    return {k: str(v) for k, v in found.items()} | {"python": platform.python_version()}  # TorchVersion is no plain str
 
 
 def space_of(ckpt: dict, path: str | Path = "checkpoint") -> SearchSpace:

@@ -350,8 +350,6 @@ def _adapt(images: torch.Tensor, shape: tuple[int, int, int], name: str, space: 
             ]  # fmt: skip
             images = torch.cat(parts)
             notes.append(f"resized {h0}x{w0} -> {h}x{w}")
-    for note in notes:
-        log.info("%s: %s", name, note)
     return images, notes
 
 
@@ -426,6 +424,8 @@ def _tensor_data(name, classes, space, xtr, ytr, xte, yte, augment, test_origin)
     src_shape = tuple(xtr.shape[1:])
     tr, notes = _adapt(torch.from_numpy(np.array(xtr)), space.input_shape, name, space)
     te, _ = _adapt(torch.from_numpy(np.array(xte)), space.input_shape, name, space)
+    for note in notes:
+        log.info("%s: %s", name, note)
     mean, std = _stats(tr)
     return ImageData(
         name, tuple(classes), tuple(space.input_shape), TensorSource(tr, ytr), TensorSource(te, yte),

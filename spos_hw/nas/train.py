@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 import math
 import time
@@ -281,11 +282,15 @@ class Trainer:
             raise ConfigError(f"batch size {config.batch_size} is not divisible by ranks x accum = {self.chunks}")
         self.net: nn.Module = self.model
         if dist.active:
-            self.net = nn.parallel.DistributedDataParallel(
+            ddp = nn.parallel.DistributedDataParallel
+            # BN statistics stay rank-local during training (no broadcast every forward) and are
+            # averaged over ranks at each checkpoint; newer torch renamed the switch
+            no_sync_buffers = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters else "broadcast_buffers"
+            self.net = ddp(
                 self.model,
                 device_ids=[self.device.index] if self.cuda else None,
-                find_unused_parameters=self.supernet,
-                broadcast_buffers=False,
+                find_unused_parameters=self.supernet,  # same path on every rank: the rest keeps grad None
+                **{no_sync_buffers: False},
             )
         self.opt = torch.optim.SGD(param_groups(self.model, config.weight_decay), lr=config.lr, momentum=config.momentum)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, linear_decay(config.steps))
@@ -309,6 +314,7 @@ class Trainer:
             "position": self.step % self.order.steps_per_epoch,
             "chunks": self.chunks,
             "curve": list(self.curve),
+            "window": self._window.cpu().tolist(),  # the unfinished log window (loss sum, correct, n)
             "elapsed_s": self.elapsed,
         }
 
@@ -322,6 +328,7 @@ class Trainer:
             self.sampler.load_state_dict(state["sampler"])
         self.step = int(state["step"])
         self.curve = list(state["curve"])
+        self._window = torch.tensor(state["window"], dtype=torch.float64, device=self.device)
         self.elapsed = float(state["elapsed_s"])
         if state.get("chunks") != self.chunks:
             log.warning(
@@ -419,7 +426,7 @@ class Trainer:
                 self.elapsed += dt
                 t_window, n_window = t_window + dt, n_window + 1
                 bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == until:
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     p = self._log_point(t_window / n_window)
                     t_window, n_window = 0.0, 0
                     bar.set_postfix(loss=f"{p['loss']:.3f}", acc=f"{p['acc']:.3f}", s_step=f"{p['s_per_step']:.3f}")
@@ -481,12 +488,15 @@ class _Run:
             for p in (self.out, self.summary_path, self.png_path):
                 check_new_output(p, overwrite=config.overwrite, resume=config.resume)
         self.space: SearchSpace = get_space(config.space)
-        self.data = load_data(config.data, self.space, workers=config.workers, progress=progress and self.dist.main)
         self.previous = None
         if config.resume and self.out.exists():
             self.previous = load_checkpoint(self.out, f"{kind} checkpoint")
         elif config.resume and self.dist.main:
             log.info("%s does not exist yet: starting a new run", self.out)
+
+    def load_data(self, config: TrainConfig) -> ImageData:
+        self.data = load_data(config.data, self.space, workers=config.workers, progress=self.progress and self.dist.main)
+        return self.data
 
     def finish_config(self, config: TrainConfig, n_train: int) -> TrainConfig:
         self.config = resolve(config, n_train)
@@ -563,10 +573,10 @@ def train_supernet(config: SupernetConfig, *, progress: bool = True, stop_after:
     """
     run = _Run(config, "supernet", progress)
     try:
-        split = run.data.split(config.holdout if config.holdout < 1 else int(config.holdout), config.holdout_seed)
+        sampler = build_sampler(run.space, config)  # an infeasible constraint fails before data loads
+        split = run.load_data(config).split(config.holdout if config.holdout < 1 else int(config.holdout), config.holdout_seed)
         cfg = run.finish_config(config, len(split.train))
         data_info = {**run.data.info(), "holdout": split.to_json()}
-        sampler = build_sampler(run.space, cfg)  # type: ignore[arg-type]
         order = BatchOrder(split.train, cfg.batch_size, cfg.seed)
         model = _seeded_init(lambda: Supernet(run.space), cfg.seed)
         trainer = Trainer(model, data=run.data, order=order, config=cfg, dist=run.dist, sampler=sampler)
@@ -610,6 +620,7 @@ def retrain(config: RetrainConfig, *, progress: bool = True, stop_after: int | N
     run = _Run(config, "subnet", progress)
     try:
         arch = run.space.arch(config.arch)
+        run.load_data(config)
         all_train = np.arange(len(run.data.train))
         cfg = run.finish_config(dataclasses.replace(config, arch=str(arch)), len(all_train))
         order = BatchOrder(all_train, cfg.batch_size, cfg.seed)
