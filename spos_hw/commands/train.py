@@ -27,6 +27,7 @@ def _training_options(default_out: str) -> Callable:
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate, decayed linearly to 0 (default: dataset's, scaled by batch)."),
         click.option("--weight-decay", type=click.FloatRange(min=0), help="On conv/linear kernels only (default: dataset's)."),
         click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True),
+        click.option("--augment/--no-augment", default=None, help="The dataset's light augmentation (random crop, flip where images allow it); default: on, off for fashion-mnist."),
         click.option("--out", default=default_out, show_default=True, help="Checkpoint path; a summary .json and a curve .png go beside it."),
         click.option("--resume", is_flag=True, help="Continue --out where it stopped (bit-identical to an uninterrupted run)."),
         click.option("--overwrite", is_flag=True, help="Replace an existing --out."),
@@ -49,7 +50,7 @@ def _training_options(default_out: str) -> Callable:
 
 
 def _common(kw: dict[str, Any]) -> dict[str, Any]:
-    keys = ("data", "steps", "epochs", "batch_size", "accum", "lr", "weight_decay", "label_smoothing", "out", "resume",
+    keys = ("data", "steps", "epochs", "batch_size", "accum", "lr", "weight_decay", "label_smoothing", "augment", "out", "resume",
             "overwrite", "seed", "log_every", "ckpt_every", "device", "amp", "threads", "workers")  # fmt: skip
     return {k: kw[k] for k in keys} | {"space": kw["space_name"]}
 

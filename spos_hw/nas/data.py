@@ -419,7 +419,10 @@ def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return images[tr], labels[tr], images[te], labels[te]
 
 
-def _tensor_data(name, classes, space, xtr, ytr, xte, yte, augment, test_origin) -> ImageData:
+def _tensor_data(
+    name: str, classes: Sequence[str], space: SearchSpace, xtr: np.ndarray, ytr: np.ndarray,
+    xte: np.ndarray, yte: np.ndarray, augment: Augment, test_origin: str,
+) -> ImageData:  # fmt: skip
     _check_classes(name, len(classes), space)
     src_shape = tuple(xtr.shape[1:])
     tr, notes = _adapt(torch.from_numpy(np.array(xtr)), space.input_shape, name, space)
@@ -520,8 +523,8 @@ def load_data(
     """
     if spec == "fashion-mnist":
         xtr, ytr, xte, yte = _fashion_mnist()
-        return _tensor_data(spec, FASHION_MNIST_CLASSES, space, xtr, ytr, xte, yte,
-                            Augment(pad=2, flip=True), "t10k (the official 10,000 test images)")  # fmt: skip
+        aug = Augment(pad=2, flip=False)  # no flip: the images are consistently oriented (shoes face left)
+        return _tensor_data(spec, FASHION_MNIST_CLASSES, space, xtr, ytr, xte, yte, aug, "t10k (the official 10,000 test images)")
     if spec == "digits":
         xtr, ytr, xte, yte = _digits()
         return _tensor_data(spec, tuple(str(i) for i in range(10)), space, xtr, ytr, xte, yte,

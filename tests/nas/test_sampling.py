@@ -170,3 +170,30 @@ def test_cost_model_lookup(small):
         cost_model(small, "latency")
     with pytest.raises(SpaceError, match="unknown cost model"):
         cost_model(small, "watts")
+
+
+def test_latency_constraint_goes_through_the_predictor_hook(small, monkeypatch):
+    """``--constraint latency`` loads ``spos_hw.latency.predictor.load_predictor(lut, space)`` lazily."""
+    import sys
+    import types
+
+    from spos_hw.errors import MissingDependency
+    from spos_hw.nas.space import AdditiveCost
+
+    monkeypatch.setitem(sys.modules, "spos_hw.latency.predictor", None)  # not installed
+    with pytest.raises(MissingDependency, match="latency predictor"):
+        cost_model(small, "latency", "lut.json")
+    calls = []
+
+    def load_predictor(path, space):
+        calls.append((path, space.name))
+        f = space.flops
+        return AdditiveCost("latency", "ms", 0.2 + f.fixed * 1e-7, f.table * 1e-7, scale=1.0)
+
+    monkeypatch.setitem(sys.modules, "spos_hw.latency.predictor", types.SimpleNamespace(load_predictor=load_predictor))
+    model = cost_model(small, "latency", "lut.json")
+    assert calls == [("lut.json", small.name)]
+    lo, hi = model.bounds()
+    s = make_sampler(small, [Constraint.scaled(model, lo, (lo + hi) / 2)], rng=np.random.default_rng(0))
+    assert s.method == "exact" and (model.cost(s.sample(20)) <= (lo + hi) / 2).all()
+    assert "ms" in Constraint(model, lo, hi).describe()

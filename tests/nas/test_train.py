@@ -126,6 +126,7 @@ def test_config_validation():
         SupernetConfig(space=SPACE, data="digits", resume=True, overwrite=True)
     cfg = resolve(SupernetConfig(space=SPACE, data="fashion-mnist", batch_size=512), 54_000)
     assert cfg.lr == pytest.approx(0.4) and cfg.steps == 10 * (54_000 // 512) and cfg.weight_decay > 0
+    assert cfg.augment is False and resolve(SupernetConfig(space=SPACE, data="digits"), 1000).augment is True
 
 
 def _states_equal(a: dict, b: dict) -> None:
