@@ -23,6 +23,10 @@ class ArtifactMismatch(ArtifactError):
     """An artifact made for another space, input size, batch size or architecture."""
 
 
+class ConfigError(SposHwError, ValueError):
+    """A bad option value (a negative step count, incompatible flags ...)."""
+
+
 class Infeasible(SposHwError, ValueError):
     """No architecture of the space meets the requested bounds."""
 
