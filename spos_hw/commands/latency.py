@@ -132,8 +132,10 @@ def profile(space_name, device, runtime_name, batch_size, threads, calibrate, ro
 @space_option(required=False)
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a predicted-vs-measured PNG.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --plot file.")
+@click.option("--compose", is_flag=True,
+              help="ONNX runtimes: chain each subnet from block graphs exported in one batch (same graph, much faster).")
 @json_option
-def validate_lut(lut, samples, seed, space_name, plot, overwrite, as_json) -> None:
+def validate_lut(lut, samples, seed, space_name, plot, overwrite, compose, as_json) -> None:
     """Measure fresh subnets twice with the table's runtime and protocol; report the predictor's accuracy."""
     from spos_hw.io import check_new_output
     from spos_hw.latency.validate import validate_table
@@ -141,7 +143,7 @@ def validate_lut(lut, samples, seed, space_name, plot, overwrite, as_json) -> No
     if plot:
         check_new_output(plot, overwrite=overwrite)
     space = load_space(space_name) if space_name else None
-    report = validate_table(lut, samples=samples, seed=seed, space=space, plot=plot, progress=not as_json)
+    report = validate_table(lut, samples=samples, seed=seed, space=space, plot=plot, compose=compose, progress=not as_json)
 
     def text(r):
         rows = [

@@ -22,7 +22,7 @@ from pathlib import Path
 from spos_hw.errors import ArtifactError, OutputError
 from spos_hw.io import atomic_write_bytes, atomic_write_json, check_new_output, read_json
 from spos_hw.latency import protocol as protocol_module
-from spos_hw.latency.profile import DEFAULT_CALIBRATION, check_int, finish_table, new_table, unit_models
+from spos_hw.latency.profile import DEFAULT_CALIBRATION, check_int, finish_table, new_table, onnx_export_record, unit_models
 from spos_hw.latency.protocol import BUNDLE_SCHEMA, MEASUREMENTS_SCHEMA, SCHEMA_VERSION, Protocol, ProtocolError, default_clock
 from spos_hw.latency.runtimes import library_versions
 from spos_hw.latency.table import LatencyTable
@@ -46,8 +46,6 @@ def export_bundle(
     progress: bool = False,
 ) -> Path:
     """Write the bundle folder (which must not exist yet, unless ``overwrite``); return it."""
-    from spos_hw.export.onnx import DEFAULT_OPSET
-
     check_int("batch size", batch_size, 1)
     check_int("calibrate", calibrate, 0)
     check_int("threads", threads, 1)
@@ -83,7 +81,7 @@ def export_bundle(
         "threads": threads,
         "seed": seed,
         "calibration_archs": header.calibration_archs,
-        "export": {"format": "onnx", "opset": DEFAULT_OPSET, "exporter": "torch.onnx.export(dynamo=True)"},
+        "export": onnx_export_record(),
         "exported_with": library_versions("torch", "onnx", "onnxscript"),
         "units": entries,
     }

@@ -39,6 +39,12 @@ def check_int(name: str, value, lo: int) -> None:
         raise SposHwError(f"{name} must be an integer >= {lo}, got {value!r}")
 
 
+def onnx_export_record() -> dict:
+    from spos_hw.export.onnx import DEFAULT_OPSET
+
+    return {"format": "onnx", "opset": DEFAULT_OPSET, "exporter": "torch.onnx.export(dynamo=True)"}
+
+
 def new_table(space: SearchSpace, rt_record: dict, libraries: dict, *, batch_size: int, protocol: Protocol,
               calibrate: int, seed: int, export: dict, source: str = "profile", machine: dict | None = None) -> LatencyTable:
     """An empty (partial) table with its header and its calibration subnets chosen."""
@@ -92,7 +98,10 @@ def unit_models(space: SearchSpace, units: Sequence[Unit], *, progress: bool = F
     """``key -> onnx.ModelProto`` for every unit: blocks exported in batches, nets composed from them."""
     from spos_hw.latency.onnx_units import compose_net, export_units
 
-    models = export_units([u for u in units if u.kind != "net"], progress=progress)
+    needed: dict[str, Unit] = {u.key: u for u in units if u.kind != "net"}
+    if any(u.kind == "net" for u in units):  # nets are chained from the stem, block and head models
+        needed.update({u.key: u for u in table_units(space, units[0].input_shape[0])})
+    models = export_units(list(needed.values()), progress=progress)
     for u in units:
         if u.kind == "net":
             models[u.key] = compose_net(space, u.arch, models)
@@ -201,9 +210,7 @@ def profile_space(
             table = previous
             log.info("resuming %s: %d finished turns kept", out, sum(len(t) for t in (table.samples or {}).values()))
         else:
-            from spos_hw.export.onnx import DEFAULT_OPSET
-
-            export = {"format": "onnx", "opset": DEFAULT_OPSET, "exporter": "torch.onnx.export(dynamo=True)"} if rt.uses_onnx else {"format": "torch", "mode": "eager"}
+            export = onnx_export_record() if rt.uses_onnx else {"format": "torch", "mode": "eager"}
             table = new_table(space, rt.record(), rt.libraries(), batch_size=batch_size, protocol=protocol,
                               calibrate=calibrate, seed=seed, export=export)
             if out is not None:

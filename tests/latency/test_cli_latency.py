@@ -61,6 +61,8 @@ def bad_cases(tmp):
         (["profile", *small, "--device", "cpu:1"], "unknown device 'cpu:1'"),
         (["profile", *small, "--runtime", "tensorrt"], "tensorrt cannot run on cpu"),
         (["profile", *small, "--batch-size", "0"], "--batch-size"),
+        (["profile", *small, "--clock", "thread", "--threads", "2"], "thread clock needs a single-threaded CPU run"),
+        (["profile", *small, "--statistic", "mean"], "--statistic"),
         (["profile", *small, "--threads", "0"], "--threads"),
         (["profile", "--out", f"{tmp}/x.json"], "--space"),
         (["profile", *small, "--export-bundle", f"{tmp}/b", "--import-measurements", f"{tmp}/m.json"], "separate steps"),
@@ -117,7 +119,6 @@ def test_missing_tensorrt_names_the_package_and_extra(monkeypatch):
         trt_runtime._import_tensorrt()
 
 
-@pytest.mark.skipif(NO_CUDA, reason="needs a CUDA device")
 @pytest.mark.gpu
 def test_profile_torch_cuda(tiny):
     from spos_hw.latency.profile import profile_space
