@@ -39,8 +39,9 @@ def _bag(modules):
     return Bag().eval()
 
 
-def export_units(units: Sequence[Unit], *, chunk: int = EXPORT_CHUNK, progress: bool = False) -> dict:
-    """``key -> onnx.ModelProto`` for every unit (blocks, stem, head), ``chunk`` per export call."""
+def export_units(units: Sequence[Unit], *, chunk: int | None = None, progress: bool = False) -> dict:
+    """``key -> onnx.ModelProto`` for every unit (blocks, stem, head), ``chunk`` (default
+    ``EXPORT_CHUNK``) per export call."""
     import onnx
     import torch
     from onnx.utils import Extractor
@@ -48,6 +49,7 @@ def export_units(units: Sequence[Unit], *, chunk: int = EXPORT_CHUNK, progress: 
 
     from spos_hw.export.onnx import export_onnx
 
+    chunk = chunk or EXPORT_CHUNK
     out: dict = {}
     gen = torch.Generator().manual_seed(0)
     units = list(units)

@@ -165,7 +165,7 @@ def save_plot(report: dict, path: str | os.PathLike) -> None:
     ax.scatter(m, p, s=14, color="tab:blue", label=f"{len(m)} fresh subnets")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
-    ax.set_xlabel(f"measured latency (ms, {report['statistic']})")
+    ax.set_xlabel(f"measured latency (ms, {report['statistic']}, {report['clock']} clock)")
     ax.set_ylabel("predicted latency (ms)")
     ax.set_title(
         f"{report['space']} on {report['runtime']}/{report['device']}\n"

@@ -31,8 +31,12 @@ def run_runner(bundle, *args):
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, tiny):
+    from spos_hw.latency import onnx_units
+
     folder = tmp_path_factory.mktemp("b") / "bundle"
-    export_bundle(tiny, folder, calibrate=2, protocol=FAST)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(onnx_units, "EXPORT_CHUNK", 6)  # 10 units: two export calls
+        export_bundle(tiny, folder, calibrate=2, protocol=FAST)
     return folder
 
 
