@@ -114,3 +114,36 @@ def test_ort_table_records_onnx_export(ort_lut):
     assert d["export"]["format"] == "onnx" and d["export"]["opset"] == 21
     assert d["calibration"]["model"] == "affine" and len(d["calibration_archs"]) == 2
     assert all(v["min"] > 0 and v["n"] == FAST.samples for v in d["entries"].values())
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_from_the_cli(tiny_file, tmp_path):
+    """A real kill -9 of `spos-hw profile`, then `--resume`: the finished turns survive."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "lut.json"
+    args = [sys.executable, "-m", "spos_hw", "profile", "--space", str(tiny_file), "--runtime", "torch", "--calibrate", "2",
+            "--rounds", "150", "--repeats", "3", "--warmup", "1", "--out", str(out), "--json"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    kept = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if out.exists():
+            partial = json.loads(out.read_text())  # always whole: writes are atomic
+            kept = sum(len(v) for v in (partial.get("samples") or {}).values())
+            if kept >= 30:
+                break
+    assert proc.poll() is None, "profile finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = LatencyTable.load(out, allow_partial=True)
+    assert sum(len(v) for v in partial.samples.values()) >= kept >= 30
+    res = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    table = LatencyTable.load(out)
+    assert table.complete and all(s["n"] == 150 * 3 for s in table.entries.values())
