@@ -14,6 +14,7 @@ machine; other processes' load shows up in the re-test figures.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -70,6 +71,8 @@ def bench_space(name: str, args) -> tuple[list[list], dict]:
         build_s = time.perf_counter() - t
     report = validate_table(table, samples=args.samples, seed=args.seed, space=space, compose=args.compose,
                             plot=os.path.join(args.tables, f"validate_{name}.png"), progress=not args.json)
+    with open(os.path.join(args.tables, f"validate_{name}.json"), "w") as fh:
+        json.dump(report, fh, indent=1)
 
     cost = predictor_from_table(table, space)
     batch = space.sample(np.random.default_rng(0), args.n)
