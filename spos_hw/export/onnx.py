@@ -1,8 +1,9 @@
 """The one ONNX export path: ``torch.onnx.export(..., dynamo=True)`` + ``onnx.checker`` + atomic write.
 
 The latency profiler exports every block with it and ``spos-hw export`` exports whole subnets
-with it, so what is measured is what is deployed. A quantized block exports as whatever its
-layers lower to (Q/DQ); nothing here special-cases it.
+with it, so what is measured is what is deployed. Modules holding quantizing layers
+(``spos_hw.quant``) get the quant package's ``custom_translation_table``, so their fake-quant
+ops lower to QuantizeLinear/DequantizeLinear; callers never special-case them.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def export_onnx(
             opset_version=opset,
             input_names=list(input_names),
             output_names=list(output_names),
+            custom_translation_table=translation_table(module, opset),
             verbose=False,
         )
     model = program.model_proto
@@ -66,4 +68,13 @@ def export_onnx(
     return model
 
 
-__all__ = ["DEFAULT_OPSET", "export_onnx"]
+def translation_table(module, opset: int) -> dict | None:
+    """The custom-op lowerings ``module`` needs: the quant package's Q/DQ table when it holds quant layers."""
+    if not any(type(m).__module__.startswith("spos_hw.quant") for m in module.modules()):
+        return None
+    from spos_hw.quant.onnx import translation_table as quant_table
+
+    return quant_table(opset)
+
+
+__all__ = ["DEFAULT_OPSET", "export_onnx", "translation_table"]

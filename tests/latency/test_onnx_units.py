@@ -63,3 +63,20 @@ def test_compose_refuses_multi_output_graphs():
     )
     with pytest.raises(ValueError, match="single-input"):
         compose([onnx.helper.make_model(g)])
+
+
+def test_quantized_blocks_export_as_qdq_and_keep_bits_in_their_key(tiny):
+    """No special case: a quantized space's blocks go through the same export and come out as Q/DQ."""
+    import dataclasses
+
+    from spos_hw.latency.units import block_units
+
+    space = dataclasses.replace(tiny, name="tiny-q", channel_scales=(1.0,), wbits=(4, 8), abits=(8,))
+    assert space.quantized
+    units = block_units(space, 1)
+    assert len(units) == 2 * 2 * 2 and {u.key[-4:] for u in units} == {"w4a8", "w8a8"}
+    models = export_units(units[:2])
+    for model in models.values():
+        ops = {n.op_type for n in model.graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+        ort_session(model.SerializeToString(), threads=1)  # ORT accepts it
