@@ -87,7 +87,10 @@ class Runtime:
             return cpu_name()
         import torch
 
-        return torch.cuda.get_device_name(int(self.device.partition(":")[2]))
+        index = int(self.device.partition(":")[2])
+        if torch.cuda.is_available() and index < torch.cuda.device_count():
+            return torch.cuda.get_device_name(index)
+        return f"CUDA device {index}"  # e.g. onnxruntime-gpu beside a CPU-only torch
 
     def options(self) -> dict:
         return {}
