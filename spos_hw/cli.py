@@ -27,9 +27,9 @@ def cli(verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from spos_hw.commands import core, train
+    from spos_hw.commands import core, export, latency, train
 
-    for module in (core, train):
+    for module in (core, latency, train, export):
         for command in module.COMMANDS:
             cli.add_command(command)
 

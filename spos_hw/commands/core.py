@@ -30,14 +30,23 @@ def spaces(as_json: bool) -> None:
 @click.command()
 @click.argument("arch")
 @space_option()
+@click.option("--lut", type=click.Path(dir_okay=False), default=None, help="Latency table (spos-hw profile): adds latency_ms.")
 @json_option
-def info(arch: str, space_name: str, as_json: bool) -> None:
+def info(arch: str, space_name: str, lut: str | None, as_json: bool) -> None:
     """Costs of one architecture: FLOPs, params (and BitOps for quantized spaces).
 
     ARCH is the canonical string (e.g. 2,1,0,...), inline JSON, or a .json file.
+    With --lut, the calibrated predicted latency of the table's runtime and batch size.
     """
     space = load_space(space_name)
-    summary = space.summarize(parse_arch(space, arch))
+    parsed = parse_arch(space, arch)
+    summary = space.summarize(parsed)
+    if lut:
+        from spos_hw.latency.predictor import load_predictor
+
+        blocks = summary.pop("blocks")
+        summary["latency_ms"] = float(load_predictor(lut, space).cost(parsed.to_array()))
+        summary["blocks"] = blocks
 
     def text(s):
         lines = [f"space: {s['space']} ({s['fingerprint']})", f"arch: {s['arch']}", f"flops: {s['flops']:,}", f"params: {s['params']:,}"]

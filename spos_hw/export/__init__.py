@@ -1,0 +1,1 @@
+"""Export to deployment formats: ONNX (``export.onnx``) and, later, TensorRT engines."""

@@ -1,0 +1,60 @@
+"""The compiled latency predictor: a table and its calibration as dense arrays for a space.
+
+The result is an ``AdditiveCost`` named ``latency`` in ms: ``cost(batch)`` prices an
+``ArchBatch`` with one gather and one sum (millions of architectures per second on one core),
+and its ``per_block`` table serves exact uniform-in-bin sampling. Torch-free.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from spos_hw.errors import ArtifactError
+from spos_hw.latency.table import LatencyTable, load_table
+from spos_hw.latency.units import HEAD, STEM
+from spos_hw.nas.space import AdditiveCost, SearchSpace
+
+
+def table_cost(table: LatencyTable, space: SearchSpace) -> AdditiveCost:
+    """The uncalibrated sum: stem + head + one table entry per block (``latency-table``, ms)."""
+    table.check(space)
+    missing = [k for k in (STEM, HEAD) if k not in table.fixed]
+    if missing:
+        raise ArtifactError(f"latency table has no {' or '.join(missing)} entry; rerun spos-hw profile")
+    nop, nch, nw, na = space.sizes
+    dense = np.zeros((space.num_blocks, nop, nch, nw, na), dtype=np.float64)
+    for pos in space.positions:
+        for idx in np.ndindex(nop, nch, nw, na):
+            key = space.signature(pos, idx)
+            stats = table.entries.get(key)
+            if stats is None:
+                raise ArtifactError(f"latency table has no entry for block {pos.index} choice {idx} ({key}); rerun spos-hw profile")
+            dense[(pos.index, *idx)] = table.latency(stats)
+    fixed = table.latency(table.fixed[STEM]) + table.latency(table.fixed[HEAD])
+    return AdditiveCost("latency-table", "ms", fixed, dense, 1.0)
+
+
+def predictor_from_table(table: LatencyTable, space: SearchSpace, *, calibrated: bool = True) -> AdditiveCost:
+    """The latency cost model (ms) of ``table`` for ``space``; calibrated unless asked otherwise."""
+    raw = table_cost(table, space)
+    cal = table.calibration
+    if not calibrated or not cal:
+        return AdditiveCost("latency", "ms", raw.fixed, raw.table, 1.0)
+    return raw.affine(float(cal["slope"]), float(cal["intercept"]), name="latency")
+
+
+def load_predictor(
+    path: str | os.PathLike, space: SearchSpace, *, batch_size: int | None = None, calibrated: bool = True
+) -> AdditiveCost:
+    """Load ``path`` (refused when made for another space / input size / batch size) and compile it.
+
+    Example:
+        >>> cost = load_predictor("lut.json", space)          # doctest: +SKIP
+        >>> cost.cost(space.sample(np.random.default_rng(0), 1_000_000))  # ms, one call
+    """
+    return predictor_from_table(load_table(path, space, batch_size=batch_size), space, calibrated=calibrated)
+
+
+__all__ = ["load_predictor", "predictor_from_table", "table_cost"]
