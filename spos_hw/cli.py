@@ -27,9 +27,9 @@ def cli(verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from spos_hw.commands import core
+    from spos_hw.commands import core, search
 
-    for module in (core,):
+    for module in (core, search):
         for command in module.COMMANDS:
             cli.add_command(command)
 

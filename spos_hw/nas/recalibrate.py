@@ -1,0 +1,171 @@
+"""Scoring a supernet path: BN recalibration on fixed training batches, then held-out top-1.
+
+The supernet's BN running statistics were accumulated over many different paths, so they do
+not fit any one of them. Before a candidate is scored, the BN layers on its path are reset
+and their statistics recomputed as an exact cumulative average (``momentum=None``) over a
+fixed set of training batches in train mode (everything else in eval mode: dropout off);
+then top-1 accuracy is measured on a fixed held-out split in eval mode. Everything runs
+under ``torch.inference_mode()``. The batches are prepared once (decoded, normalised,
+stacked, channels_last, on the device) and reused for every candidate, so candidates are
+scored on exactly the same images and only the network's work is repeated.
+
+Only the path's BN layers influence a path's output, so resetting those suffices; the
+stale statistics of other paths are never read.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from spos_hw.errors import DataError
+
+log = logging.getLogger(__name__)
+
+PAPER_RECAL_IMAGES = 200 * 128
+"""The paper recalibrates on 200 batches of 128 ImageNet training images."""
+
+PAPER_TRAIN_IMAGES = 1_281_167 - 50_000
+"""ImageNet training images left after the paper's 50,000-image held-out split."""
+
+
+def default_recal_images(train_size: int, *, minimum: int = 512) -> int:
+    """The paper's recalibration budget scaled to a dataset: the same fraction of its training split.
+
+    That is ~2.1% (25,600 of 1.23M ImageNet images), with at least ``minimum`` images (BN
+    statistics need a few thousand pixels per channel) and at most the whole split.
+    """
+    scaled = round(train_size * PAPER_RECAL_IMAGES / PAPER_TRAIN_IMAGES)
+    return int(min(train_size, max(minimum, scaled)))
+
+
+@dataclass(frozen=True)
+class ScoringData:
+    """The fixed tensors every candidate is scored on.
+
+    Attributes:
+        recal: training batches for BN recalibration (normalised, no augmentation).
+        holdout: ``(x, y)`` batches of the held-out split.
+    """
+
+    recal: tuple[torch.Tensor, ...]
+    holdout: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+    @property
+    def recal_images(self) -> int:
+        return sum(len(b) for b in self.recal)
+
+    @property
+    def holdout_images(self) -> int:
+        return sum(len(y) for _, y in self.holdout)
+
+    @classmethod
+    def build(
+        cls,
+        recal: Sequence[torch.Tensor],
+        holdout: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        *,
+        device: str | torch.device = "cpu",
+        channels_last: bool = True,
+    ) -> "ScoringData":
+        """Move prepared (normalised float) batches to ``device`` once, in the memory format the net runs in.
+
+        Args:
+            recal: training batches ``[b, C, H, W]`` for BN recalibration. Their batch size is
+                part of the protocol (BN statistics depend on it; the paper uses 128).
+            holdout: ``(images, labels)`` batches of the held-out split (batch size is free).
+        """
+        if not recal:
+            raise DataError("BN recalibration needs at least one training batch")
+        if not holdout or sum(len(y) for _, y in holdout) == 0:
+            raise DataError("scoring needs a non-empty held-out split")
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+        def put(x: torch.Tensor) -> torch.Tensor:
+            if x.dim() != 4:
+                raise DataError(f"scoring images must be [N, C, H, W] tensors, got shape {list(x.shape)}")
+            return x.to(device=device, dtype=torch.float32).contiguous(memory_format=fmt)
+
+        return cls(
+            tuple(put(x) for x in recal),
+            tuple((put(x), y.to(device=device, dtype=torch.long)) for x, y in holdout),
+        )
+
+
+def _bns(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+class SupernetScorer:
+    """Held-out top-1 of supernet paths after BN recalibration (inference only).
+
+    Takes over ``supernet``: its BN layers get ``momentum=None`` and their statistics are
+    overwritten per candidate. Calling the scorer on an ``ArchBatch`` returns one accuracy
+    per row; the result of a row does not depend on what was scored before it.
+
+    Args:
+        supernet: a trained ``Supernet`` (moved to the data's device by the caller).
+        data: the fixed recalibration and held-out batches.
+        channels_last: run convolutions in channels_last memory format (faster on CPU).
+        progress: a tqdm bar over the candidates of each call.
+    """
+
+    def __init__(self, supernet: nn.Module, data: ScoringData, *, channels_last: bool = True, progress: bool = False) -> None:
+        self.net = supernet.eval()
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.data, self.progress = data, progress
+        self.space = supernet.space
+        self._fixed = _bns(supernet.stem) + _bns(supernet.head)
+        self._choice = [[_bns(op) for op in choices] for choices in supernet.blocks]
+        for bn in _bns(supernet):
+            bn.momentum = None
+
+    def path_bns(self, row: np.ndarray) -> list[nn.modules.batchnorm._BatchNorm]:
+        return self._fixed + [bn for i, op in enumerate(row[:, 0]) for bn in self._choice[i][int(op)]]
+
+    @torch.inference_mode()
+    def recalibrate(self, row: np.ndarray) -> None:
+        """Reset the path's BN statistics and recompute them on the fixed training batches."""
+        bns = self.path_bns(row)
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.train()
+        try:
+            for x in self.data.recal:
+                self.net(x, row)
+        finally:
+            for bn in bns:
+                bn.eval()
+
+    @torch.inference_mode()
+    def accuracy(self, row: np.ndarray) -> float:
+        """Top-1 on the held-out batches with the current BN statistics (eval mode)."""
+        correct = 0
+        for x, y in self.data.holdout:
+            correct += int((self.net(x, row).argmax(1) == y).sum())
+        return correct / self.data.holdout_images
+
+    def score(self, row: np.ndarray) -> float:
+        row = self.space.check_batch(np.asarray(row)[None])[0]
+        self.recalibrate(row)
+        return self.accuracy(row)
+
+    def __call__(self, batch: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        rows = np.asarray(batch)
+        if rows.ndim == 2:
+            rows = rows[None]
+        it = rows
+        if self.progress and len(rows) > 1:
+            from tqdm.auto import tqdm
+
+            it = tqdm(rows, desc="scoring", unit="arch", leave=False)
+        return np.array([self.score(r) for r in it], dtype=np.float64)
+
+
+__all__ = ["PAPER_RECAL_IMAGES", "ScoringData", "SupernetScorer", "default_recal_images"]
