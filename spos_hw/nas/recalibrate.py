@@ -168,4 +168,62 @@ class SupernetScorer:
         return np.array([self.score(r) for r in it], dtype=np.float64)
 
 
-__all__ = ["PAPER_RECAL_IMAGES", "ScoringData", "SupernetScorer", "default_recal_images"]
+def scorer_for_checkpoint(
+    net: nn.Module,
+    ckpt: dict,
+    *,
+    data: str | None = None,
+    recal_images: int | None = None,
+    recal_batch_size: int = 128,
+    holdout: int | None = None,
+    eval_batch_size: int = 500,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> tuple[SupernetScorer, dict]:
+    """The scorer of a trained supernet: its dataset's held-out split, rebuilt from the checkpoint.
+
+    Args:
+        net, ckpt: what ``nas.checkpoint.load_supernet`` returns.
+        data: the dataset (default: the one recorded in the checkpoint).
+        recal_images: training images for recalibration (default ``default_recal_images``),
+            rounded up to whole batches of ``recal_batch_size`` (one smaller batch if fewer).
+        holdout: score on the first this many held-out images (default: all).
+        seed: which training images recalibrate.
+
+    Returns:
+        The scorer and what it scores on (dataset, split, image counts) for the record.
+    """
+    from spos_hw.nas.data import eval_batches, recalibration_batches
+    from spos_hw.nas.train import data_for_checkpoint
+
+    for name, v in (("recal_batch_size", recal_batch_size), ("eval_batch_size", eval_batch_size), ("recal_images", recal_images or 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise DataError(f"{name} must be a positive integer, got {v!r}")
+    space = net.space
+    loaded, split = data_for_checkpoint(ckpt, space, data)
+    if not len(split.holdout):
+        raise DataError("the supernet was trained without a held-out split; search scores on one (train-supernet --holdout)")
+    n_recal = recal_images if recal_images is not None else default_recal_images(len(split.train))
+    recal_batch_size = min(recal_batch_size, n_recal)
+    n_batches = -(-n_recal // recal_batch_size)
+    n_holdout = len(split.holdout) if holdout is None else holdout
+    if isinstance(n_holdout, bool) or not isinstance(n_holdout, int) or not 1 <= n_holdout <= len(split.holdout):
+        raise DataError(f"--holdout must be in 1..{len(split.holdout)} (the held-out split's size), got {n_holdout!r}")
+    log.info("scoring: BN recalibrated on %d batches of %d training images, top-1 on %d held-out images",
+             n_batches, recal_batch_size, n_holdout)  # fmt: skip
+    recal = recalibration_batches(loaded, split, n_batches, recal_batch_size, seed)
+    hold = [(loaded.prepare(x), y) for x, y in eval_batches(loaded.train, split.holdout[:n_holdout], eval_batch_size)]
+    channels_last = torch.device(device).type == "cpu"
+    scoring = ScoringData.build(recal, hold, device=device, channels_last=channels_last)
+    scorer = SupernetScorer(net.to(device), scoring, channels_last=channels_last)
+    info = {
+        "dataset": loaded.name,
+        "holdout_split": split.to_json(),
+        "recal_images": n_batches * recal_batch_size,
+        "recal_batch_size": recal_batch_size,
+        "holdout_images": n_holdout,
+    }
+    return scorer, info
+
+
+__all__ = ["PAPER_RECAL_IMAGES", "ScoringData", "SupernetScorer", "default_recal_images", "scorer_for_checkpoint"]

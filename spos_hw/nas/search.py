@@ -42,6 +42,10 @@ BUDGET_FLAGS = {"latency": ("--latency-ms", "latency_ms"), "flops": ("--flops-m"
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 
+RESUME_FREE = frozenset({"generations"})
+"""Config keys a resumed search may change: more generations extend a search exactly as if it
+had been started with them (the state after generation g does not depend on the total)."""
+
 
 class _Alone:
     """Single-process stand-in for ``nas.distributed.Dist``."""
@@ -160,15 +164,28 @@ class _Checkpointer:
         self.last = time.monotonic()
 
 
-def load_state(path: Path, config: Mapping[str, Any]) -> dict[str, Any]:
-    """A saved search state, refused when it was made with another configuration."""
+def _short(v: Any) -> str:
+    if isinstance(v, list) and v and all(isinstance(d, dict) and "cost" in d and "limit" in d for d in v):
+        return "[" + ", ".join(f"{d['cost']} <= {d['limit']:g}" for d in v) + "]"
+    return repr(v)
+
+
+def load_state(path: Path, config: Mapping[str, Any], *, partial: bool = False) -> dict[str, Any]:
+    """A saved search state, refused when it was made with another configuration.
+
+    With ``partial`` only the keys of ``config`` are compared (an early check before the data is loaded).
+    """
     state = read_json(path, "search state")
     if not isinstance(state, dict) or state.get("kind") != "search-state" or "strategy" not in state:
         raise ArtifactError(f"{str(path)!r} is not a spos-hw search state")
     if state.get("format") != FORMAT:
         raise ArtifactMismatch(f"{str(path)!r} has search-state format {state.get('format')}; this version reads {FORMAT}")
     old = state.get("config", {})
-    diffs = [f"{k}={old.get(k)!r} (now {config.get(k)!r})" for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k)]
+    diffs = [
+        f"{k}={_short(old.get(k))} (now {_short(config.get(k))})"
+        for k in sorted(set(config) if partial else set(old) | set(config))
+        if k not in RESUME_FREE and old.get(k) != config.get(k)
+    ]
     if diffs:
         raise ArtifactMismatch(
             f"cannot resume {str(path)!r}: it was made with " + "; ".join(diffs[:3]) + ("..." if len(diffs) > 3 else "")
@@ -427,15 +444,12 @@ def search_supernet(
 
     import spos_hw.nas.spaces  # noqa: F401  (registers the space families a checkpoint's spec names)
     from spos_hw.nas.checkpoint import load_supernet
-    from spos_hw.nas.data import eval_batches, recalibration_batches
     from spos_hw.nas.distributed import init_distributed, shutdown
     from spos_hw.nas.evolution import make_strategy
-    from spos_hw.nas.recalibrate import ScoringData, SupernetScorer, default_recal_images
-    from spos_hw.nas.train import data_for_checkpoint
+    from spos_hw.nas.recalibrate import scorer_for_checkpoint
 
-    for name, v in (("recal_batch_size", recal_batch_size), ("eval_batch_size", eval_batch_size), ("threads", threads or 1)):
-        if v < 1:
-            raise SpaceError(f"{name} must be >= 1, got {v}")
+    if threads is not None and threads < 1:
+        raise SpaceError(f"--threads must be >= 1, got {threads}")
     if threads is not None:
         torch.set_num_threads(threads)
     dist = init_distributed(device)
@@ -448,23 +462,6 @@ def search_supernet(
         blist = budget_list(costs, budgets)
         opts = dict(options or {})
         search = make_strategy(strategy, space, blist, rng=np.random.default_rng(seed), **opts)
-        loaded, split = data_for_checkpoint(ckpt, space, data)
-        if not len(split.holdout):
-            raise SpaceError("the supernet was trained without a held-out split; search scores on one (train-supernet --holdout)")
-        n_recal = recal_images if recal_images is not None else default_recal_images(len(split.train))
-        if n_recal < 1:
-            raise SpaceError(f"--recal-images must be >= 1, got {n_recal}")
-        n_batches = -(-n_recal // recal_batch_size)
-        n_holdout = len(split.holdout) if holdout is None else holdout
-        if not 1 <= n_holdout <= len(split.holdout):
-            raise SpaceError(f"--holdout must be in 1..{len(split.holdout)} (the held-out split's size), got {n_holdout}")
-        log.info("scoring: BN recalibrated on %d batches of %d training images, top-1 on %d held-out images",
-                 n_batches, recal_batch_size, n_holdout)  # fmt: skip
-        recal = recalibration_batches(loaded, split, n_batches, recal_batch_size, seed)
-        hold = [(loaded.prepare(x), y) for x, y in eval_batches(loaded.train, split.holdout[:n_holdout], eval_batch_size)]
-        channels_last = dist.device.type == "cpu"
-        scoring = ScoringData.build(recal, hold, device=dist.device, channels_last=channels_last)
-        scorer = SupernetScorer(net.to(dist.device), scoring, channels_last=channels_last)
         fp = file_fingerprint(supernet)
         config = {
             **search.config(),
@@ -473,28 +470,28 @@ def search_supernet(
             "space_fingerprint": space.fingerprint,
             "supernet_fingerprint": fp,
             "lut_fingerprint": file_fingerprint(lut) if lut is not None else None,
-            "dataset": loaded.name,
-            "holdout_split": split.to_json(),
-            "recal_images": n_batches * recal_batch_size,
-            "recal_batch_size": recal_batch_size,
-            "holdout_images": n_holdout,
         }
+        state_path = Path(out) / "state.json"
+        if resume and state_path.is_file():  # refuse a mismatched resume before loading the data
+            load_state(state_path, config, partial=True)
+        scorer, scoring = scorer_for_checkpoint(
+            net, ckpt, data=data, recal_images=recal_images, recal_batch_size=recal_batch_size, holdout=holdout,
+            eval_batch_size=eval_batch_size, seed=seed, device=dist.device,
+        )  # fmt: skip
+        config = {**config, **scoring}
         meta = {
             "seed": seed,
             "supernet": {"path": str(supernet), "fingerprint": fp, "step": ckpt.get("step")},
             "lut": str(lut) if lut is not None else None,
-            "data": {"dataset": loaded.name, "holdout": split.to_json(), "recal_images": n_batches * recal_batch_size,
-                     "recal_batch_size": recal_batch_size, "holdout_images": n_holdout},  # fmt: skip
+            "data": scoring,
             "config": config,
         }
-        torch.set_grad_enabled(False)
         result = run_search(
             search, scorer, costs=costs, out=out, meta=meta, resume=resume, overwrite=overwrite,
             progress=progress, dist=dist, checkpoint_s=checkpoint_s,
         )  # fmt: skip
         return result.summary
     finally:
-        torch.set_grad_enabled(True)
         shutdown(dist)
 
 

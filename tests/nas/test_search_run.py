@@ -144,3 +144,10 @@ def test_report_repicks_for_other_budgets_without_scoring(tmp_path):
         report_search(tmp_path, {"flops": None})
     with pytest.raises(SpaceError, match="--lut"):
         report_search(tmp_path, {"latency": 1.0})
+
+
+def test_resume_with_more_generations_extends_exactly(tmp_path):
+    long = run_search(strategy(seed=4, generations=5), score, costs=COSTS, out=tmp_path / "long", meta=META, plots=False)
+    run_search(strategy(seed=4, generations=2), score, costs=COSTS, out=tmp_path / "short", meta=META, plots=False)
+    more = run_search(strategy(seed=4, generations=5), score, costs=COSTS, out=tmp_path / "short", meta=META, resume=True, plots=False)
+    assert more.entries == long.entries and more.best == long.best
