@@ -308,7 +308,13 @@ class RandomSearch:
         return got
 
     def _random(self, need: int, taken: dict[str, np.ndarray]) -> list[str]:
-        return self._collect(self.sampler.sample, need, taken)
+        try:
+            return self._collect(self.sampler.sample, need, taken)
+        except Infeasible:
+            if not self.history:
+                raise  # the initial population: the budgets cannot be met, say so at once
+            log.warning("generation %d: no more random architectures within the budgets could be drawn", self.generation)
+            return []
 
     def _offspring(self, taken: dict[str, np.ndarray]) -> list[tuple[str, str]]:
         return [(k, "random") for k in self._random(self.population, taken)]

@@ -15,7 +15,6 @@ stale statistics of other paths are never read.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,7 +24,6 @@ from torch import nn
 
 from spos_hw.errors import DataError
 
-log = logging.getLogger(__name__)
 
 PAPER_RECAL_IMAGES = 200 * 128
 """The paper recalibrates on 200 batches of 128 ImageNet training images."""
@@ -209,8 +207,6 @@ def scorer_for_checkpoint(
     n_holdout = len(split.holdout) if holdout is None else holdout
     if isinstance(n_holdout, bool) or not isinstance(n_holdout, int) or not 1 <= n_holdout <= len(split.holdout):
         raise DataError(f"--holdout must be in 1..{len(split.holdout)} (the held-out split's size), got {n_holdout!r}")
-    log.info("scoring: BN recalibrated on %d batches of %d training images, top-1 on %d held-out images",
-             n_batches, recal_batch_size, n_holdout)  # fmt: skip
     recal = recalibration_batches(loaded, split, n_batches, recal_batch_size, seed)
     hold = [(loaded.prepare(x), y) for x, y in eval_batches(loaded.train, split.holdout[:n_holdout], eval_batch_size)]
     channels_last = torch.device(device).type == "cpu"

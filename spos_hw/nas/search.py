@@ -479,6 +479,9 @@ def search_supernet(
             eval_batch_size=eval_batch_size, seed=seed, device=dist.device,
         )  # fmt: skip
         config = {**config, **scoring}
+        if dist.main:
+            log.info("scoring: BN recalibrated on %d training images (batches of %d), top-1 on %d held-out images",
+                     scoring["recal_images"], scoring["recal_batch_size"], scoring["holdout_images"])  # fmt: skip
         meta = {
             "seed": seed,
             "supernet": {"path": str(supernet), "fingerprint": fp, "step": ckpt.get("step")},
