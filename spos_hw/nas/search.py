@@ -248,7 +248,8 @@ def run_search(
     if progress and dist.main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=strategy.generations, initial=strategy.generation, desc=f"{strategy.name} search", unit="gen")
+        total = strategy.population * strategy.generations
+        bar = tqdm(total=total, initial=min(total, strategy.evaluated), desc=f"{strategy.name} search", unit="arch")
         _postfix(bar, strategy)
     try:
         while not strategy.done:
@@ -270,6 +271,8 @@ def run_search(
                 score = float(np.asarray(scorer(batch[i : i + 1])).reshape(-1)[0])
                 mine[i] = score
                 pending[keys[i]] = score
+                if bar is not None:  # rank 0's share stands for every rank's
+                    bar.update(min(dist.world, bar.total - bar.n))
                 ckpt.write(before, pending, elapsed0 + time.monotonic() - start, force=False)
             scores = _gather_scores(dist, len(batch), mine, _digest(batch))
             strategy.tell(batch, scores, origins)
@@ -277,9 +280,13 @@ def run_search(
             ckpt.write(strategy.state_dict(), pending, elapsed0 + time.monotonic() - start, force=True)
             if writes:
                 _write_history(out_dir, space, history_entries(space, strategy.history, costs), strategy.generation, meta)
+            best = strategy.best()
+            if dist.main:  # the bar shows it already; a log line would break the bar
+                log.log(logging.DEBUG if bar is not None else logging.INFO, "generation %d/%d: %d new candidates, %d evaluated, best %.4f (%s)", strategy.generation,
+                         strategy.generations, len(batch), strategy.evaluated, best["score"], best["arch"])  # fmt: skip
             if bar is not None:
+                bar.n = min(bar.total, strategy.evaluated)
                 _postfix(bar, strategy)
-                bar.update(1)
     finally:
         if bar is not None:
             bar.close()
@@ -289,7 +296,7 @@ def run_search(
 
 def _postfix(bar, strategy: RandomSearch) -> None:
     best = strategy.best()
-    bar.set_postfix(best=f"{best['score']:.4f}" if best else "-", evaluated=strategy.evaluated)
+    bar.set_postfix_str(f"generation {min(strategy.generation + 1, strategy.generations)}/{strategy.generations}, best {best['score']:.4f}" if best else "")
 
 
 def _prepare_out(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
