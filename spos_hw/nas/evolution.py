@@ -378,9 +378,10 @@ class EvolutionSearch(RandomSearch):
 
     Args:
         space, budgets, rng, population, generations, max_tries, sampler: as ``RandomSearch``.
-        topk: parents: the best ``topk`` of everything evaluated so far.
-        mutations: mutated children per generation.
-        crossovers: crossover children per generation.
+        topk: parents: the best ``topk`` of everything evaluated so far (default: population / 5,
+            the paper's 10 of 50).
+        mutations: mutated children per generation (default: population / 2, the paper's 25).
+        crossovers: crossover children per generation (default: population / 2, the paper's 25).
         mutation_prob: probability that a block of a mutated child is redrawn.
     """
 
@@ -393,18 +394,18 @@ class EvolutionSearch(RandomSearch):
         *,
         rng: np.random.Generator,
         population: int = 50,
-        topk: int = 10,
-        mutations: int = 25,
-        crossovers: int = 25,
+        topk: int | None = None,
+        mutations: int | None = None,
+        crossovers: int | None = None,
         generations: int = 20,
         mutation_prob: float = 0.1,
         max_tries: int = 10,
         sampler: Any = None,
     ) -> None:
         super().__init__(space, budgets, rng=rng, population=population, generations=generations, max_tries=max_tries, sampler=sampler)
-        self.topk = _positive_int("topk", topk)
-        self.mutations = _positive_int("mutations", mutations, 0)
-        self.crossovers = _positive_int("crossovers", crossovers, 0)
+        self.topk = _positive_int("topk", max(1, self.population // 5) if topk is None else topk)
+        self.mutations = _positive_int("mutations", self.population // 2 if mutations is None else mutations, 0)
+        self.crossovers = _positive_int("crossovers", self.population // 2 if crossovers is None else crossovers, 0)
         if self.mutations + self.crossovers > self.population:
             raise SpaceError(f"mutations + crossovers ({self.mutations} + {self.crossovers}) cannot exceed the population ({self.population})")
         if isinstance(mutation_prob, bool) or not isinstance(mutation_prob, (int, float)) or not 0 < mutation_prob <= 1:

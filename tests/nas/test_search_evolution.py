@@ -143,6 +143,13 @@ def test_bad_options(kwargs, needle):
         make_strategy("evolution", SPACE, [_median_budget(SPACE)], rng=np.random.default_rng(0), **kwargs)
 
 
+def test_defaults_are_the_papers_and_scale_with_the_population():
+    evo = EvolutionSearch(SPACE, [_median_budget(SPACE)], rng=np.random.default_rng(0))
+    assert (evo.population, evo.topk, evo.mutations, evo.crossovers, evo.generations, evo.mutation_prob) == (50, 10, 25, 25, 20, 0.1)
+    small = EvolutionSearch(SPACE, [_median_budget(SPACE)], rng=np.random.default_rng(0), population=12)
+    assert (small.topk, small.mutations, small.crossovers) == (2, 6, 6)
+
+
 def test_options_are_keyword_only_and_strategy_named():
     with pytest.raises(TypeError):
         EvolutionSearch(SPACE, [_median_budget(SPACE)], np.random.default_rng(0))  # type: ignore[misc]
