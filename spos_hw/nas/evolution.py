@@ -136,7 +136,8 @@ def check_budgets(space: SearchSpace, budgets: Sequence[Budget]) -> np.ndarray:
     limits = np.array([b.limit for b in budgets])
     norm = np.stack([t / lim for t, lim in zip(tables, limits)])  # [k, blocks, choices]
     k = len(budgets)
-    weights = np.concatenate([np.eye(k), np.full((1, k), 1.0 / k), np.random.default_rng(0).dirichlet(np.ones(k), 62)])
+    spread = np.random.default_rng(0).dirichlet(np.ones(k), 62)  # a fixed set of weightings, not the search's RNG
+    weights = np.concatenate([np.eye(k), np.full((1, k), 1.0 / k), spread])
     combined = np.einsum("wk,kbc->wbc", weights, norm)  # [w, blocks, choices]
     lower = weights @ (fixed / limits) + combined.min(axis=2).sum(axis=1)
     bad = np.flatnonzero(lower > weights.sum(axis=1) * (1 + 1e-12))
@@ -250,7 +251,7 @@ class RandomSearch:
         self.population = _positive_int("population", population)
         self.generations = _positive_int("generations", generations)
         self.max_tries = _positive_int("max_tries", max_tries)
-        self.witnesses = check_budgets(space, self.budgets)
+        check_budgets(space, self.budgets)  # fails at once when the budgets cannot be met
         self.sampler = sampler if sampler is not None else make_sampler(space, self.budgets, rng=rng)
         self.generation = 0
         self.exhausted = False
