@@ -15,6 +15,7 @@ stale statistics of other paths are never read.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -23,6 +24,8 @@ import torch
 from torch import nn
 
 from spos_hw.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 PAPER_RECAL_IMAGES = 200 * 128
@@ -95,6 +98,12 @@ class ScoringData:
         )
 
 
+def _uninitialized(m: nn.Module) -> bool:
+    """A module with data-initialised state (an LSQ quantizer) that has not been initialised yet."""
+    flag = getattr(m, "initialized", None)
+    return isinstance(flag, torch.Tensor) and flag.dim() == 0 and not bool(flag)
+
+
 def _bns(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
@@ -123,6 +132,13 @@ class SupernetScorer:
         self._choice = [[_bns(op) for op in choices] for choices in supernet.blocks]
         for bn in _bns(supernet):
             bn.momentum = None
+        # Quantizers never used in training initialise from the first data they see; they are
+        # put back after every candidate, so each candidate initialises them from its own data
+        # (as a fresh copy of the supernet would) and scores do not depend on the order.
+        self._pristine = {m: {k: v.clone() for k, v in m.state_dict().items()} for m in supernet.modules() if _uninitialized(m)}
+        if self._pristine:
+            log.warning("%d quantizers of the supernet were never initialised (paths never trained?); "
+                        "candidates using them initialise them from their own recalibration data", len(self._pristine))  # fmt: skip
 
     def path_bns(self, row: np.ndarray) -> list[nn.modules.batchnorm._BatchNorm]:
         return self._fixed + [bn for i, op in enumerate(row[:, 0]) for bn in self._choice[i][int(op)]]
@@ -151,8 +167,12 @@ class SupernetScorer:
 
     def score(self, row: np.ndarray) -> float:
         row = self.space.check_batch(np.asarray(row)[None])[0]
-        self.recalibrate(row)
-        return self.accuracy(row)
+        try:
+            self.recalibrate(row)
+            return self.accuracy(row)
+        finally:
+            for m, state in self._pristine.items():
+                m.load_state_dict(state)
 
     def __call__(self, batch: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         rows = np.asarray(batch)

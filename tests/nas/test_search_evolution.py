@@ -197,3 +197,17 @@ def test_random_search_matches_evolution_count_and_stays_in_budget():
     rows = SPACE.encode(SPACE.arch(h["arch"]) for h in rnd.history)
     assert admits_all([budget], rows).all()
     assert {h["origin"] for h in rnd.history} == {"random"}
+
+
+def test_mixed_precision_space_under_bitops_and_flops():
+    space = get_space("resnet18-mixed")
+    lo, hi = space.bitops.bounds()
+    budgets = [Budget(space.bitops, lo + 0.3 * (hi - lo)), _median_budget(space)]
+    evo = EvolutionSearch(space, budgets, rng=np.random.default_rng(0), population=20, generations=4)
+    target = _target(space, budgets[0])
+    _run(evo, _toy(target))
+    rows = space.encode(space.arch(h["arch"]) for h in evo.history)
+    assert evo.evaluated == 80 and admits_all(budgets, rows).all()
+    assert all(len(np.unique(rows[..., d])) > 1 for d in (1, 2, 3))  # channels, weight and activation bits all vary
+    with pytest.raises(Infeasible, match="achievable minimum is .*G BitOps"):
+        EvolutionSearch(space, [Budget(space.bitops, lo * 0.5)], rng=np.random.default_rng(0))

@@ -62,6 +62,24 @@ def test_scores_match_reference_and_do_not_depend_on_order(setup):
         assert s == pytest.approx(want, abs=1e-12)
 
 
+def test_quantized_supernet_scores_like_a_fresh_copy_per_candidate():
+    """Mixed precision: per-bit BN on the path, and never-trained quantizers that initialise from
+    data are put back after each candidate, so scores match a fresh copy and ignore the order."""
+    space = get_space("resnet18-mixed:size=8")
+    torch.manual_seed(0)
+    net = Supernet(space)
+    g = torch.Generator().manual_seed(2)
+    recal = [torch.randn(32, *space.input_shape, generator=g) for _ in range(2)]
+    hx, hy = torch.randn(64, *space.input_shape, generator=g), torch.randint(0, 10, (64,), generator=g)
+    # contiguous format, as the reference runs: fake-quant rounding is sensitive to the last float bit
+    scorer = SupernetScorer(copy.deepcopy(net), ScoringData.build(recal, [(hx, hy)], channels_last=False), channels_last=False)
+    rows = space.sample(np.random.default_rng(3), 3)
+    got = scorer(rows)
+    np.testing.assert_array_equal(got, scorer(rows[::-1])[::-1])
+    want = [_reference(net, recal, (hx, hy), row)[1] for row in rows]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
 def test_recalibrated_statistics_are_exact_averages(setup):
     net, data, recal, holdout, rows = setup
     scorer = SupernetScorer(copy.deepcopy(net), data)
