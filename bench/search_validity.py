@@ -127,7 +127,7 @@ def main() -> None:
     rows.append(["mean", rows[0][1], statistics.mean(r[2] for r in rows), statistics.mean(r[3] for r in rows[: args.seeds]), statistics.mean(diffs)])
     meets = bool(admits_all([budget], np.stack(chosen)).all())
 
-    # 3. Kendall tau on archs spread over the scores seen
+    # 3. Kendall tau on archs spread over the scores seen (--tau-archs 0 skips it)
     keys = sorted(cache, key=cache.get)
     k = min(args.tau_archs, len(keys))
     picks = [keys[int(round(i))] for i in np.linspace(0, len(keys) - 1, k)]
@@ -142,7 +142,7 @@ def main() -> None:
         )  # fmt: skip
         tau_rows.append([arch, int(space.flops.cost(space.arch(arch).to_array())), cache[arch], summary["test_accuracy"]])
     timings["retraining (s)"] = round(time.perf_counter() - t, 1)
-    tau = kendall_tau([r[2] for r in tau_rows], [r[3] for r in tau_rows])
+    tau = kendall_tau([r[2] for r in tau_rows], [r[3] for r in tau_rows]) if k >= 2 else float("nan")
 
     settings = {
         "space": args.space,
@@ -167,6 +167,8 @@ def main() -> None:
     }
     print_table("evolution vs random search (best supernet held-out top-1)", ["seed", "candidates", "evolution", "random", "evo - random"],
                 rows, as_json=args.json, extra=extra)  # fmt: skip
+    if not tau_rows:
+        return
     print()
     print_table("supernet-inherited vs stand-alone accuracy", ["arch", "FLOPs", "supernet held-out", "stand-alone test"], tau_rows, as_json=args.json)
 
