@@ -64,6 +64,7 @@ def main() -> None:
 
     import torch
 
+    import spos_hw.nas.spaces  # noqa: F401  (registers the families a checkpoint's space spec names)
     from spos_hw.nas.checkpoint import load_supernet
     from spos_hw.nas.evolution import Budget, EvolutionSearch, RandomSearch, admits_all
     from spos_hw.nas.recalibrate import scorer_for_checkpoint
