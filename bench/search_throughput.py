@@ -1,0 +1,128 @@
+"""Candidates scored per minute: the search's scorer vs a naive loop that re-reads the data per candidate.
+
+    python bench/search_throughput.py [--data fashion-mnist] [--candidates 3] [--holdout N] [--json]
+
+Each candidate is scored as ``spos-hw search`` scores it: BN statistics reset and recomputed on
+the default recalibration budget (the paper's 200x128 ImageNet images scaled to the training
+split), then top-1 on the held-out split. Three ways, on the same candidates, interleaved:
+
+* ``search scorer``: the batches decoded, normalised and stacked once (channels_last), only the
+  path's BN reset, ``inference_mode``; what ``spos_hw.nas.recalibrate.SupernetScorer`` does.
+* ``prepared once, plain``: the same fixed tensors, but the plain recipe (every BN reset, the
+  whole net in train mode, ``no_grad``, default memory format), to separate the two effects.
+* ``naive``: the dataset re-read and re-decoded for every candidate (as a loop around a
+  DataLoader would), then the plain recipe.
+
+The supernet is freshly initialised (scoring cost does not depend on the weights' values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from common import print_table  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--space", default="shufflenetv2-small")
+    ap.add_argument("--data", default="fashion-mnist")
+    ap.add_argument("--candidates", type=int, default=3, help="candidates per method")
+    ap.add_argument("--holdout-fraction", type=float, default=0.1, help="held-out share of the training data (train-supernet's default)")
+    ap.add_argument("--holdout", type=int, default=None, help="score on the first N held-out images (default: all)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+
+    from spos_hw.nas.data import eval_batches, load_data, recalibration_batches
+    from spos_hw.nas.recalibrate import ScoringData, SupernetScorer, default_recal_images
+    from spos_hw.nas.spaces import get_space
+    from spos_hw.nas.supernet import Supernet
+    from spos_hw.nas.train import recalibrate_bn
+
+    torch.set_num_threads(args.threads)
+    space = get_space(args.space)
+    torch.manual_seed(0)
+    net = Supernet(space).eval()
+    rows = space.sample(np.random.default_rng(0), args.candidates)
+
+    def prepare():
+        data = load_data(args.data, space)
+        split = data.split(args.holdout_fraction, 0)
+        n_recal = default_recal_images(len(split.train))
+        n_batches = -(-n_recal // 128)
+        recal = recalibration_batches(data, split, n_batches, 128, 0)
+        idx = split.holdout if args.holdout is None else split.holdout[: args.holdout]
+        hold = [(data.prepare(x), y) for x, y in eval_batches(data.train, idx, 500)]
+        return recal, hold
+
+    def plain(row, recal, hold) -> float:
+        recalibrate_bn(net, row, recal)
+        net.eval()
+        correct = n = 0
+        with torch.no_grad():
+            for x, y in hold:
+                correct += int((net(x, row).argmax(1) == y).sum())
+                n += len(y)
+        return correct / n
+
+    t = time.perf_counter()
+    recal, hold = prepare()
+    prep_s = time.perf_counter() - t
+    scorer = SupernetScorer(_copy(net), ScoringData.build(recal, hold))
+    n_recal, n_hold = sum(len(b) for b in recal), sum(len(y) for _, y in hold)
+    scorer(rows[:1])  # warm the kernels of every method alike
+    plain(rows[0], recal, hold)
+    times: dict[str, list[float]] = {"search scorer": [], "prepared once, plain": [], "naive (re-read per candidate)": []}
+    scores: dict[str, list[float]] = {k: [] for k in times}
+    for row in rows:  # interleaved, so load drifts hit every method alike
+        t = time.perf_counter()
+        scores["search scorer"].append(float(scorer(row[None])[0]))
+        times["search scorer"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        scores["prepared once, plain"].append(plain(row, recal, hold))
+        times["prepared once, plain"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        r, h = prepare()
+        scores["naive (re-read per candidate)"].append(plain(row, r, h))
+        times["naive (re-read per candidate)"].append(time.perf_counter() - t)
+    naive = statistics.median(times["naive (re-read per candidate)"])
+    table = []
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        table.append([name, med, 60.0 / med, naive / med])
+    agree = all(abs(a - b) < 2.0 / n_hold for a, b in zip(scores["search scorer"], scores["prepared once, plain"]))
+    print_table(
+        f"search candidate throughput, {args.space} on {args.data}, {args.threads} thread(s)",
+        ["method", "s/candidate (median)", "candidates/min", "x naive"],
+        table,
+        as_json=args.json,
+        extra={
+            "recalibration": f"{n_recal} training images in batches of 128 (default budget)",
+            "held-out images": n_hold,
+            "candidates per method": args.candidates,
+            "one-time data preparation (s)": round(prep_s, 2),
+            "scores agree (search scorer vs plain)": agree,
+        },
+    )
+
+
+def _copy(net):
+    import copy
+
+    return copy.deepcopy(net)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""``spos-hw search``: evolutionary (or random) search of a trained supernet under budgets."""
+
+from __future__ import annotations
+
+import click
+
+from spos_hw.commands.options import emit, json_option
+
+
+def _budget_options(fn):
+    for flag, dest, what in reversed((
+        ("--latency-ms", "latency", "Predicted latency budget in ms (needs --lut)."),
+        ("--flops-m", "flops", "FLOPs budget in millions (multiply-accumulates, as the paper counts)."),
+        ("--params-m", "params", "Parameter budget in millions."),
+        ("--bitops-g", "bitops", "BitOps budget in billions (MACs x weight bits x activation bits)."),
+    )):  # fmt: skip
+        fn = click.option(flag, dest, type=float, default=None, metavar="X", help=what)(fn)
+    return click.option("--lut", type=click.Path(dir_okay=False), default=None, help="Latency table from `spos-hw profile` (for --latency-ms).")(fn)
+
+
+def _text(r: dict) -> str:
+    if r.get("arch") is None:
+        return "no candidate was evaluated"
+    lines = [f"best: {r['arch']}", f"held-out top-1 (supernet weights): {r['accuracy']:.4f}"]
+    for key, label in (("latency_ms", "predicted latency"), ("flops", "FLOPs"), ("params", "params"), ("bitops", "BitOps")):
+        if r.get(key) is not None:
+            lines.append(f"{label}: {r[key]:.4f} ms" if key == "latency_ms" else f"{label}: {r[key]:,}")
+    for b in r.get("budgets", []):
+        scale = b.get("scale", 1.0)
+        lines.append(f"budget {b['cost']} <= {b['limit'] / scale:g}{ {1e6: 'M', 1e9: 'G'}.get(scale, '') } {b['unit']}: {'met' if b['met'] else 'NOT met'}")
+    if "evaluated" in r:
+        lines.append(f"{r['evaluated']} candidates evaluated in {r['generations']} generations ({r['strategy']}, {r['elapsed_s']:.0f} s)")
+    elif "candidates" in r:
+        lines.append(f"picked from {r['candidates']} candidates evaluated in {r['source']} (not re-scored)")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--supernet", type=click.Path(dir_okay=False), default=None, help="Supernet checkpoint from `spos-hw train-supernet`.")
+@click.option("--data", default=None, help="Dataset (default: the one the supernet was trained on).")
+@_budget_options
+@click.option("--strategy", type=click.Choice(["evolution", "random"]), default="evolution", show_default=True, help="Evolution (the paper) or random search (its baseline, same candidate count).")
+@click.option("--population", type=int, default=None, help="Candidates per generation [50].")
+@click.option("--generations", type=int, default=None, help="Evaluated generations, the initial one included [20].")
+@click.option("--topk", type=int, default=None, help="Parents: the best k evaluated so far [population/5: 10].")
+@click.option("--mutations", type=int, default=None, help="Mutated children per generation [population/2: 25].")
+@click.option("--crossovers", type=int, default=None, help="Crossover children per generation [population/2: 25].")
+@click.option("--mutation-prob", type=float, default=None, help="Per-block redraw probability of a mutation [0.1].")
+@click.option("--recal-images", type=int, default=None, help="Training images for BN recalibration [the paper's 200x128 of ImageNet, scaled to the dataset].")
+@click.option("--holdout", type=int, default=None, help="Score on the first N held-out images [all].")
+@click.option("--batch-size", "eval_batch_size", type=int, default=500, show_default=True, help="Batch size of held-out scoring (does not change scores).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Search RNG seed (and choice of recalibration images).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--threads", type=int, default=None, help="torch CPU threads [torch's default].")
+@click.option("--out", type=click.Path(file_okay=False), default="search", show_default=True, help="Output folder.")
+@click.option("--resume", is_flag=True, help="Continue the search saved in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier search in --out.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Pick the best of the search in DIR for the given budgets from its history, without re-scoring.")  # fmt: skip
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
+@json_option
+def search(supernet, data, lut, latency, flops, params, bitops, strategy, population, generations, topk, mutations,
+           crossovers, mutation_prob, recal_images, holdout, eval_batch_size, seed, device, threads, out, resume, overwrite,
+           report_dir, progress, as_json) -> None:  # fmt: skip
+    """Search a trained supernet for the most accurate architecture within the budgets.
+
+    Candidates inherit the supernet's weights, get their BN statistics recalibrated on fixed
+    training batches and are scored by top-1 on the held-out split; every candidate meets
+    every budget before it is scored. Writes result.json, history.json, pareto.json,
+    pareto_<cost>.png and state.json (for --resume) to --out. Runs distributed under torchrun.
+
+    Example: spos-hw search --supernet supernet.pt --latency-ms 2.5 --lut lut.json --flops-m 6
+    """
+    from spos_hw.errors import SpaceError
+
+    budgets = {"latency": latency, "flops": flops, "params": params, "bitops": bitops}
+    if latency is not None and lut is None:
+        raise SpaceError("--latency-ms needs a latency table: pass --lut lut.json (made by `spos-hw profile`)")
+    if report_dir is not None:
+        from spos_hw.nas.search import report_search
+
+        emit(report_search(report_dir, budgets, lut=lut), as_json, _text)
+        return
+    if supernet is None:
+        raise SpaceError("pass --supernet supernet.pt (or --report DIR to re-pick from a finished search)")
+    if all(v is None for v in budgets.values()):
+        raise SpaceError("give at least one budget: --latency-ms (with --lut), --flops-m, --params-m or --bitops-g")
+    options = {"population": population, "generations": generations}
+    evo = {"topk": topk, "mutations": mutations, "crossovers": crossovers, "mutation_prob": mutation_prob}
+    if strategy == "evolution":
+        options.update(evo)
+    elif any(v is not None for v in evo.values()):
+        raise SpaceError("--topk, --mutations, --crossovers and --mutation-prob apply to --strategy evolution only")
+    from spos_hw.nas.search import search_supernet
+
+    summary = search_supernet(
+        supernet=supernet, budgets=budgets, lut=lut, data=data, strategy=strategy,
+        options={k: v for k, v in options.items() if v is not None}, recal_images=recal_images, holdout=holdout,
+        eval_batch_size=eval_batch_size, seed=seed, out=out, resume=resume, overwrite=overwrite, device=device, threads=threads,
+        progress=progress,
+    )  # fmt: skip
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        emit(summary if as_json else {**summary, "out": out}, as_json, lambda r: _text(r) + f"\nwrote {r['out']}/result.json")
+
+
+COMMANDS = [search]
