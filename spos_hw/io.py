@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from spos_hw.errors import ArtifactError, OutputError
+from spos_hw.errors import ArtifactError, ConfigError, OutputError
 
 
 def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -66,13 +66,24 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
 
 
 def check_new_output(path: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
-    """Refuse to clobber a user's file unless asked; make sure the folder exists."""
+    """Refuse to clobber a user's file unless asked; make sure the folder exists and takes files.
+
+    Writability is probed with a real (immediately removed) temp file: ``os.access`` says yes
+    to root on read-only folders and to anyone on filesystems that refuse new files (sysfs, some
+    mounts), and a long job should fail now, not when it writes its result.
+    """
+    if overwrite and resume:
+        raise ConfigError("give --resume or --overwrite, not both")
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output folder {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output folder {str(parent)!r} is not writable")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".spos-hw-probe.", dir=parent)
+    except OSError as exc:
+        raise OutputError(f"output folder {str(parent)!r} is not writable ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
     if path.exists() and not (overwrite or resume):
         raise OutputError(f"{str(path)!r} already exists; pass --resume to continue it or --overwrite to replace it")
     return path

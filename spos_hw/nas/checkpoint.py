@@ -60,13 +60,18 @@ def check_space(ckpt: dict, space: SearchSpace, path: str | Path) -> None:
         )
 
 
-def check_resumable(ckpt: dict, *, kind: str, space: SearchSpace, config: dict[str, Any], path: str | Path) -> None:
-    """Refuse to resume a checkpoint of another kind, space or training config."""
+def check_kind_and_space(ckpt: dict, *, kind: str, space: SearchSpace, path: str | Path) -> None:
+    """Refuse a checkpoint of another kind, format or space (cheap: before any data is loaded)."""
     if ckpt.get("kind") != kind:
         raise ArtifactMismatch(f"{str(path)!r} is a {ckpt.get('kind')} checkpoint, not a {kind} one")
     if ckpt.get("format") != FORMAT:
         raise ArtifactMismatch(f"{str(path)!r} has checkpoint format {ckpt.get('format')}; this version reads {FORMAT}")
     check_space(ckpt, space, path)
+
+
+def check_resumable(ckpt: dict, *, kind: str, space: SearchSpace, config: dict[str, Any], path: str | Path) -> None:
+    """Refuse to resume a checkpoint of another kind, space or training config."""
+    check_kind_and_space(ckpt, kind=kind, space=space, path=path)
     old = ckpt.get("config", {})
     diffs = [
         f"{k}={old.get(k)!r} (now {config.get(k)!r})"
@@ -124,4 +129,4 @@ def load_subnet(path: str | Path):
     return net, ckpt
 
 
-__all__ = ["FORMAT", "check_resumable", "load_subnet", "load_supernet", "space_of", "versions"]
+__all__ = ["FORMAT", "check_kind_and_space", "check_resumable", "load_subnet", "load_supernet", "space_of", "versions"]

@@ -304,7 +304,10 @@ def _prepare_out(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"--out {str(out_dir)!r} exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {str(out_dir)!r}: {exc.strerror}") from None
     for name in ("result.json", "state.json"):
         check_new_output(out_dir / name, overwrite=overwrite, resume=resume)
     if overwrite and not resume:

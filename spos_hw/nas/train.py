@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spos_hw.errors import ArtifactError, ConfigError
+from spos_hw.errors import ArtifactError, ArtifactMismatch, ConfigError
 from spos_hw.io import atomic_write_json, atomic_write_with, check_new_output, load_checkpoint, save_checkpoint
-from spos_hw.nas.checkpoint import FORMAT, check_resumable, versions
+from spos_hw.nas.checkpoint import FORMAT, check_kind_and_space, check_resumable, versions
 from spos_hw.nas.data import BUILTIN, BatchOrder, ImageData, augment_generator, eval_batches, load_data
 from spos_hw.nas.blocks import ConvBNAct
 from spos_hw.nas.distributed import Dist, init_distributed, shutdown
@@ -503,6 +503,7 @@ class _Run:
         self.previous = None
         if config.resume and self.out.exists():
             self.previous = load_checkpoint(self.out, f"{kind} checkpoint")
+            check_kind_and_space(self.previous, kind=kind, space=self.space, path=self.out)  # before any data loads
         elif config.resume and self.dist.main:
             log.info("%s does not exist yet: starting a new run", self.out)
 
@@ -684,6 +685,8 @@ def data_for_checkpoint(ckpt: dict, space: SearchSpace, data: str | None = None)
     name = data or info.get("dataset")
     if not name:
         raise ArtifactError("checkpoint records no dataset; pass --data")
+    if data in BUILTIN and info.get("dataset") not in (None, data):
+        raise ArtifactMismatch(f"the supernet was trained on {info['dataset']!r}, not {data!r}; search it on its own dataset")
     loaded = load_data(name, space)
     ho = info.get("holdout") or {"seed": 0, "size": 0}
     split = loaded.split(int(ho["size"]), int(ho["seed"])) if ho["size"] else loaded.split(0, 0)
