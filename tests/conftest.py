@@ -62,3 +62,32 @@ def assert_user_error(res: CliResult, *needles: str) -> None:
     assert "Traceback" not in res.err
     for n in needles:
         assert n in lines[0], (n, lines[0])
+
+
+def kill_during(cmd: list[str], ready, *, rng, env: dict | None = None, timeout: float = 240.0, max_delay: float = 0.3) -> None:
+    """Run ``cmd``, and ``kill -9`` it at a seeded random point: once ``ready()`` holds (callers
+    pick its threshold with ``rng``), after a further random delay of up to ``max_delay`` s, so
+    the kill lands anywhere in the work that follows, checkpoint writes included. Fails if the
+    process ended on its own first (it could not be killed mid-run)."""
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + timeout
+        try:
+            while proc.poll() is None and not ready():
+                assert time.monotonic() < deadline, "timed out waiting for the point to kill at"
+                time.sleep(0.05)
+            time.sleep(float(rng.uniform(0.0, max_delay)))
+            if proc.poll() is not None:
+                err.seek(0)
+                raise AssertionError(f"the run ended before it could be killed: {err.read().decode()[-800:]}")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

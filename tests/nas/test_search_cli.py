@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.conftest import assert_user_error
+from tests.conftest import assert_user_error, kill_during
 
 pytest.importorskip("spos_hw.nas.train", reason="needs the training branch (data, checkpoints, distributed)")
 
@@ -114,21 +112,13 @@ def test_sigkill_then_resume_matches_uninterrupted(run_cli, supernet, tmp_path):
     assert run_cli(*args, "--out", tmp_path / "full").code == 0
     cut = tmp_path / "cut"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, "-m", "spos_hw", *args, "--out", str(cut)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     state = cut / "state.json"
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if state.is_file() and json.loads(state.read_text())["strategy"]["generation"] >= 1:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, f"the search ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    gen = int(np.random.default_rng(8).integers(1, 3))  # a seeded random generation, then a random delay into the next
+
+    def ready() -> bool:
+        return state.is_file() and json.loads(state.read_text())["strategy"]["generation"] >= gen
+
+    kill_during([sys.executable, "-m", "spos_hw", *args, "--out", str(cut)], ready, rng=np.random.default_rng(gen), env=env, max_delay=0.5)
     assert not (cut / "result.json").exists()
     assert run_cli(*args, "--out", cut, "--resume").code == 0
     full = json.loads((tmp_path / "full" / "result.json").read_text())

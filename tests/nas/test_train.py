@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +32,7 @@ from spos_hw.nas.train import (
     retrain,
     train_supernet,
 )
-from tests.conftest import assert_user_error
+from tests.conftest import assert_user_error, kill_during
 
 SPACE = "shufflenetv2-small:size=16"
 SPACE_CH = "shufflenetv2-small-ch:size=16"
@@ -227,25 +225,18 @@ def _env() -> dict:
     return env
 
 
+def _step(path: Path) -> int:
+    return load_checkpoint(path)["step"] if path.is_file() else -1
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     args = ["--space", SPACE, "--data", "digits", "--steps", "40", "--batch-size", "16", "--threads", "1", "--ckpt-every", "2",
             "--log-every", "5"]  # fmt: skip
     out = tmp_path / "killed.pt"
-    proc = subprocess.Popen([sys.executable, "-m", "spos_hw", "train-supernet", *args, "--out", str(out), "--json"],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if out.is_file() and load_checkpoint(out)["step"] >= 4:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, "the run finished (or failed) before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    at = int(np.random.default_rng(8).integers(4, 24))  # a seeded random kill point
+    kill_during([sys.executable, "-m", "spos_hw", "train-supernet", *args, "--out", str(out), "--json"],
+                lambda: _step(out) >= at, rng=np.random.default_rng(at), env=_env())  # fmt: skip
     killed_at = load_checkpoint(out)["step"]
     assert 4 <= killed_at < 40
     cfg = dict(space=SPACE, data="digits", steps=40, batch_size=16, threads=1, ckpt_every=2, log_every=5)
