@@ -283,6 +283,7 @@ class Trainer:
         self.model = model.to(self.device, memory_format=torch.channels_last)
         self.supernet = isinstance(model, Supernet)
         self.sliced = self.supernet and len(model.space.channel_scales) > 1
+        self._projected = [m for m in model.modules() if callable(getattr(m, "project_", None))]
         self.chunks = dist.world * config.accum
         if config.batch_size % self.chunks:
             raise ConfigError(f"batch size {config.batch_size} is not divisible by ranks x accum = {self.chunks}")
@@ -383,6 +384,8 @@ class Trainer:
                 self.scaler.update()
             else:
                 self.opt.step()
+        for m in self._projected:  # e.g. LSQ step sizes stay positive (projected SGD)
+            m.project_()
         self.sched.step()
         self.step += 1
 

@@ -78,6 +78,16 @@ class LsqQuantizer(nn.Module):
             return
         self.initialize(source)
 
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Clamp the step size to >= ``EPS`` in place (after each optimizer step).
+
+        Clamping only inside the forward leaves an SGD step free to push the parameter below
+        zero, where the clamp's zero gradient keeps it for good (a dead channel in training)
+        and an evaluation forward refuses it.
+        """
+        self.scale.clamp_(min=EPS)
+
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         self._ready = False  # re-read `initialized` after a load
         super()._load_from_state_dict(*args, **kwargs)

@@ -109,6 +109,24 @@ def test_unused_channel_slices_stay_put(digits16):
     assert tr.opt.state[conv.weight]["momentum_buffer"][:mid].abs().max() > 0
 
 
+def test_step_sizes_stay_positive_after_each_step(digits16):
+    space = get_space("resnet18-mixed:size=16")
+    row = space.sample(np.random.default_rng(0), 1)[0]
+    tr, net = _trainer("resnet18-mixed:size=16", digits16, [row])
+
+    def overshoot(opt, args, kwargs):  # as if the SGD step pushed every step size below zero
+        with torch.no_grad():
+            for name, p in net.named_parameters():
+                if name.endswith(".scale"):
+                    p.fill_(-0.5)
+
+    tr.opt.register_step_post_hook(overshoot)
+    tr.train_step()
+    scales = [p for name, p in net.named_parameters() if name.endswith(".scale")]
+    assert scales and all(bool((p >= 1e-8).all()) for p in scales)
+    net.eval()(torch.zeros(2, *space.input_shape), row)  # an evaluation forward accepts them
+
+
 def test_weight_decay_only_on_kernels():
     space = get_space(SPACE)
     sub = SubNet(space, space.arch([0] * space.num_blocks))

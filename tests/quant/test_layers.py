@@ -82,6 +82,17 @@ def test_quantizer_grads_are_lsq_scaled():
     assert q.scale.grad.item() == pytest.approx(raw / (4 * 1) ** 0.5)
 
 
+def test_step_size_projection_keeps_eval_working():
+    q = LsqQuantizer(2, signed=True, channels=2)
+    q.ensure_initialized(torch.ones(2, 3))
+    q.scale.data[1] = -0.2  # what an SGD overshoot leaves without the projection
+    with pytest.raises(QuantError, match="scale must be finite and > 0"):
+        q.eval()(torch.ones(2, 3))
+    q.project_()
+    assert q.scale[1].item() == pytest.approx(1e-8) and q.scale[0].item() > 0.1
+    assert torch.isfinite(q.eval()(torch.ones(2, 3))).all()
+
+
 @pytest.mark.parametrize("name", ["resnet18-mixed", "shufflenetv2-small-w48a8"])
 def test_materialized_quantized_subnet_equals_supernet(name):
     space = get_space(name)
