@@ -1,7 +1,7 @@
 """Mixed precision on Fashion-MNIST: a searched net under the 2W2A BitOps budget vs uniform bits.
 
-    python bench/quant_accuracy.py [--space resnet18-mixed] [--supernet-epochs 3] [--retrain-epochs 2]
-        [--population 16 --generations 8] [--recal-images 1024 --holdout 2000]
+    python bench/quant_accuracy.py [--space resnet18-mixed] [--supernet-epochs 1] [--retrain-epochs 0.7]
+        [--population 10 --generations 5] [--recal-images 256 --holdout 1000]
         [--jobs 2] [--threads 1] [--seed 0] [--workdir runs/bench-qacc] [--json]
 
 1. ``train_supernet`` on Fashion-MNIST (uniform single-path sampling over ops, widths and
@@ -14,7 +14,9 @@
    the space's float twin (every bit width 32, stem and head too, no fake-quant at all),
    since ``resnet18-mixed`` has no 32-bit choice. Test top-1 on the 10,000 test images.
 
-Targets (issue 6): searched > uniform 2W2A; full precision - 4W4A <= 1 point.
+Targets (issue 6): searched > uniform 2W2A; full precision - 4W4A <= 1 point. The defaults
+are sized to ~25 minutes on the shared 2-core CPU (docs/quantization.md, Accuracy); the
+issue's intent is a longer schedule (more epochs, a larger evolution).
 
 The supernet -> search -> retrain chain runs in one process and the three fixed retrains in
 another (``--jobs 2``); every run resumes from its checkpoint, so a killed bench rerun with
@@ -91,13 +93,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="resnet18-mixed")
     ap.add_argument("--data", default="fashion-mnist")
-    ap.add_argument("--supernet-epochs", type=float, default=3.0)
-    ap.add_argument("--retrain-epochs", type=float, default=2.0)
+    ap.add_argument("--supernet-epochs", type=float, default=1.0)
+    ap.add_argument("--retrain-epochs", type=float, default=0.7)
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--population", type=int, default=16)
-    ap.add_argument("--generations", type=int, default=8)
-    ap.add_argument("--recal-images", type=int, default=1024)
-    ap.add_argument("--holdout", type=int, default=2000, help="held-out images scored per candidate")
+    ap.add_argument("--population", type=int, default=10)
+    ap.add_argument("--generations", type=int, default=5)
+    ap.add_argument("--recal-images", type=int, default=256)
+    ap.add_argument("--holdout", type=int, default=1000, help="held-out images scored per candidate")
     ap.add_argument("--seed", type=int, default=0, help="one seed for every training run and the search")
     ap.add_argument("--jobs", type=int, choices=(1, 2), default=2, help="processes: 2 runs the fixed retrains beside the chain")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
