@@ -148,14 +148,27 @@ def resolve(config: TrainConfig, n_train: int) -> TrainConfig:
 # ----------------------------------------------------------------------------- pieces
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on conv and linear kernels only (paper); none on BN affine terms or biases."""
-    decay, rest = [], []
+STEP_LR_SCALE = 0.01
+"""Learning-rate multiplier of quantizer step sizes. Their natural size is ~1e-3 (max|w| / 127),
+so the network's lr (0.1) with momentum overshoots them to the floor and switches channels off
+(docs/quantization.md, Accuracy); LSQ's gradient scaling alone does not prevent it."""
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None) -> list[dict[str, Any]]:
+    """Weight decay on conv and linear kernels only (paper); none on BN affine terms or biases.
+
+    Quantizer step sizes (modules with ``project_``) form a third group without decay, at
+    ``STEP_LR_SCALE`` x ``lr`` when ``lr`` is given.
+    """
+    steps = {id(p) for m in model.modules() if hasattr(m, "project_") for p in m.parameters(recurse=False)}
+    decay, rest, step = [], [], []
     for p in model.parameters():
-        (decay if p.ndim > 1 else rest).append(p)
+        (step if id(p) in steps else decay if p.ndim > 1 else rest).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if rest:
         groups.append({"params": rest, "weight_decay": 0.0})
+    if step:
+        groups.append({"params": step, "weight_decay": 0.0, **({"lr": lr * STEP_LR_SCALE} if lr is not None else {})})
     return groups
 
 
@@ -299,7 +312,7 @@ class Trainer:
                 find_unused_parameters=self.supernet,  # same path on every rank: the rest keeps grad None
                 **{no_sync_buffers: False},
             )
-        self.opt = torch.optim.SGD(param_groups(self.model, config.weight_decay), lr=config.lr, momentum=config.momentum)
+        self.opt = torch.optim.SGD(param_groups(self.model, config.weight_decay, config.lr), lr=config.lr, momentum=config.momentum)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, linear_decay(config.steps))
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp) if self.cuda else None
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None

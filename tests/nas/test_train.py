@@ -135,6 +135,20 @@ def test_weight_decay_only_on_kernels():
     assert rest["weight_decay"] == 0 and len(rest["params"]) > 0  # BN affine terms
 
 
+def test_quantizer_step_sizes_get_their_own_lr_and_no_decay():
+    from spos_hw.nas.train import STEP_LR_SCALE
+
+    space = get_space("resnet18-mixed")
+    sub = SubNet(space, space.decode(space.sample(np.random.default_rng(0), 1))[0])
+    groups = param_groups(sub, 4e-5, 0.1)
+    assert len(groups) == 3
+    step = groups[2]
+    names = {id(p): n for n, p in sub.named_parameters()}
+    assert step["params"] and all(names[id(p)].endswith(".scale") for p in step["params"])
+    assert step["lr"] == pytest.approx(0.1 * STEP_LR_SCALE) and step["weight_decay"] == 0.0
+    assert not any(names[id(p)].endswith(".scale") for g in groups[:2] for p in g["params"])
+
+
 def test_config_validation():
     with pytest.raises(ConfigError, match="steps or epochs"):
         SupernetConfig(space=SPACE, data="digits", steps=3, epochs=1.0)
