@@ -1,6 +1,8 @@
-"""``spos-hw export``: a subnet as a deployable file (ONNX for now; the export issue adds more)."""
+"""``spos-hw export``: a subnet as a verified ONNX file or TensorRT engine, and the TensorRT-readiness check."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -8,42 +10,89 @@ from spos_hw.commands.options import emit, json_option, load_space, parse_arch, 
 
 
 @click.command()
-@click.option("--arch", "arch_text", required=True, metavar="ARCH", help="Architecture: canonical string, JSON, or a .json file.")
-@space_option()
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output file (net.onnx).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--opset", type=click.IntRange(min=17), default=None, help="ONNX opset (default 21).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="A `spos-hw retrain` checkpoint (model.pt).")
+@click.option("--arch", "arch_text", metavar="ARCH", help="Architecture (random-init weights unless --checkpoint): canonical string, JSON, or a .json file.")
+@space_option(required=False)
+@click.option("--format", "fmt", type=click.Choice(["onnx", "trt"]), default="onnx", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Output file (default: beside the checkpoint, or net.onnx / net.engine).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Default: int8 (Q/DQ) for quantized nets, else fp32.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Static batch (with --dynamic-batch: TensorRT's optimal batch).")
+@click.option("--dynamic-batch", is_flag=True, help="Symbolic batch dimension instead of a static one.")
+@click.option("--opset", type=click.IntRange(min=17), default=21, show_default=True, help="ONNX opset (INT4 weights need >= 21).")
+@click.option("--no-verify", is_flag=True, help="Skip the ONNX Runtime (and TensorRT) parity check.")
+@click.option("--fold-bn/--no-fold-bn", default=False, show_default=True, help="Fold BN into quantized convs (Q/DQ exports).")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file (read and updated).")
+@click.option("--check-trt", "check_trt", type=click.Path(dir_okay=False), metavar="MODEL.onnx", help="Only check an ONNX file for TensorRT readiness.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
 @json_option
-def export(arch_text, space_name, fmt, out, batch_size, opset, overwrite, as_json) -> None:
-    """Export a subnet (random-init weights) so its real latency can be measured with any tool."""
-    from spos_hw.export.onnx import DEFAULT_OPSET, export_onnx
-    from spos_hw.io import check_new_output
+def export(checkpoint, arch_text, space_name, fmt, out, precision, batch_size, dynamic_batch, opset, no_verify,
+           fold_bn, timing_cache, check_trt, overwrite, progress, as_json) -> None:  # fmt: skip
+    """Export a retrained checkpoint (or a random-init --arch of a --space) and verify it against torch."""
+    from spos_hw.errors import ConfigError
 
-    space = load_space(space_name)
-    arch = parse_arch(space, arch_text)
-    check_new_output(out, overwrite=overwrite)
+    if check_trt:
+        if checkpoint or arch_text:
+            raise ConfigError("--check-trt MODEL.onnx takes no --checkpoint or --arch")
+        return _check_trt(check_trt, as_json)
+    if not checkpoint and not (arch_text and space_name):
+        raise ConfigError("export needs --checkpoint model.pt, or --arch ARCH with --space S (or --check-trt model.onnx)")
+    if arch_text and not space_name:
+        raise ConfigError("--arch needs --space (to parse it)")
+    space = load_space(space_name) if space_name else None
+    arch = parse_arch(space, arch_text) if arch_text else None
+    if out is None:
+        suffix = ".engine" if fmt == "trt" else ".onnx"
+        out = Path(checkpoint).with_suffix(suffix) if checkpoint else Path("net" + suffix)
 
-    import torch
+    from spos_hw.export import export_model
 
-    from spos_hw.nas.supernet import SubNet
+    info = export_model(
+        checkpoint=checkpoint, arch=arch, space=space, fmt=fmt, out=out, precision=precision,
+        batch_size=batch_size, dynamic_batch=dynamic_batch, opset=opset, verify=not no_verify,
+        overwrite=overwrite, progress=progress and not as_json, fold_bn=fold_bn, timing_cache=timing_cache,
+    )  # fmt: skip
+    emit(info, as_json, _summary)
 
-    net = SubNet(space, arch).eval()
-    x = torch.randn(batch_size, *space.input_shape, generator=torch.Generator().manual_seed(0))
-    model = export_onnx(net, (x,), out, opset=opset or DEFAULT_OPSET)
-    info = {
-        "out": str(out),
-        "format": fmt,
-        "space": space.name,
-        "fingerprint": space.fingerprint,
-        "arch": str(arch),
-        "weights": "random init",
-        "opset": opset or DEFAULT_OPSET,
-        "input": {"name": "input", "shape": [batch_size, *space.input_shape]},
-        "nodes": len(model.graph.node),
-    }
-    emit(info, as_json, lambda d: f"wrote {d['out']} ({d['format']}, opset {d['opset']}, {d['nodes']} nodes, {d['weights']} weights)")
+
+def _summary(d: dict) -> str:
+    lines = [f"wrote {d['path']} ({d['format']}, {d['precision']}, opset {d['opset']}, batch {d['batch']}, {d['nodes']} nodes, {d['weights']} weights)"]
+    if d["format"] == "trt":
+        lines.append(f"  onnx: {d['onnx']}  tensorrt {d.get('tensorrt')}")
+    if d["verified"]:
+        step = f", activation error {d['max_step_error']:.3g} steps" if "max_step_error" in d else ""
+        lines.append(
+            f"  verified on {d['inputs']}: max |diff| {d['max_abs_diff']:.3g}, top-1 agreement {d['top1_agreement']:.2%}{step} (ORT level {d['ort_level']})"
+        )
+    else:
+        lines.append("  not verified (--no-verify)")
+    return "\n".join(lines)
+
+
+def _check_trt(path: str, as_json: bool) -> None:
+    import onnx
+
+    from spos_hw.errors import ArtifactError, VerificationError
+    from spos_hw.export.trt_check import check_trt, report
+
+    p = Path(path)
+    if not p.is_file():
+        raise ArtifactError(f"ONNX file {path!r} does not exist")
+    try:
+        model = onnx.load(p)
+    except Exception as exc:  # protobuf DecodeError and friends: a corrupt file
+        raise ArtifactError(f"{path!r} is not a readable ONNX model: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+    violations = check_trt(model)
+    res = {"model": str(p), **report(violations)}
+    if as_json:
+        emit(res, True)
+    elif violations:
+        for v in violations:
+            click.echo(str(v))
+    if violations:
+        raise VerificationError(f"{path} is not TensorRT-ready: {len(violations)} violation(s)" + ("" if as_json else " (listed above)"))
+    if not as_json:
+        click.echo(f"{path}: TensorRT-ready (Q/DQ rules, operators, opset)")
 
 
 COMMANDS = [export]

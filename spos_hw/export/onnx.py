@@ -30,6 +30,8 @@ def export_onnx(
     input_names: Sequence[str] = ("input",),
     output_names: Sequence[str] = ("output",),
     check: bool = True,
+    dynamic_batch: bool = False,
+    metadata: dict[str, str] | None = None,
 ):
     """Export ``module`` (as it is: call ``.eval()`` first) and return the ``onnx.ModelProto``.
 
@@ -40,6 +42,8 @@ def export_onnx(
         opset: ONNX opset version.
         input_names, output_names: names of the graph inputs and outputs.
         check: run ``onnx.checker.check_model`` (full check) on the result.
+        dynamic_batch: make dimension 0 of every input (and output) a symbolic ``batch``.
+        metadata: ``metadata_props`` to record in the model (string keys and values).
     """
     import onnx
     import torch
@@ -52,10 +56,13 @@ def export_onnx(
             opset_version=opset,
             input_names=list(input_names),
             output_names=list(output_names),
+            dynamic_shapes=_batch_dims(example_inputs) if dynamic_batch else None,
             custom_translation_table=translation_table(module, opset),
             verbose=False,
         )
     model = program.model_proto
+    if metadata:
+        onnx.helper.set_model_props(model, {str(k): str(v) for k, v in metadata.items()})
     if check:
         try:
             onnx.checker.check_model(model, full_check=True)
@@ -66,6 +73,14 @@ def export_onnx(
         atomic_write_bytes(path, model.SerializeToString())
         log.debug("wrote %s (opset %d)", path, opset)
     return model
+
+
+def _batch_dims(example_inputs: Sequence) -> tuple:
+    """``dynamic_shapes`` making dim 0 of each input one shared ``batch`` (example batch must be >= 2)."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    return tuple({0: batch} for _ in example_inputs)
 
 
 def translation_table(module, opset: int) -> dict | None:

@@ -112,11 +112,11 @@ def test_runtime_errors():
 
 
 def test_missing_tensorrt_names_the_package_and_extra(monkeypatch):
-    from spos_hw.latency.runtimes import trt_runtime
+    from spos_hw.export.tensorrt import import_tensorrt
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(MissingDependency, match=r"'tensorrt' package.*spos-hw\[trt\]"):
-        trt_runtime._import_tensorrt()
+        import_tensorrt()
 
 
 @pytest.mark.gpu

@@ -1,28 +1,18 @@
 """TensorRT (CUDA only): parse each block's ONNX, build an engine, time it with CUDA events.
 
-Uses the real ``tensorrt`` Python API (TensorRT 10: ``build_serialized_network``,
-``execute_async_v3``, named I/O tensors) with torch CUDA tensors as buffers and a torch CUDA
-stream, so it needs no other CUDA binding. Imported lazily: without TensorRT installed the
-runtime is a one-line ``MissingDependency`` naming the package and the ``trt`` extra.
+Engines come from ``spos_hw.export.tensorrt`` (the one engine-building path: real ``tensorrt``
+API, ``build_serialized_network``); timing uses ``execute_async_v3`` with torch CUDA tensors
+as buffers and a torch CUDA stream, so it needs no other CUDA binding. Imported lazily: without
+TensorRT installed the runtime is a one-line ``MissingDependency`` naming the package and the
+``trt`` extra.
 """
 
 from __future__ import annotations
 
-from spos_hw.errors import MissingDependency, RuntimeUnavailable
+from spos_hw.errors import RuntimeUnavailable
+from spos_hw.export.tensorrt import WORKSPACE_BYTES, build_serialized_engine, deserialize, import_tensorrt
 from spos_hw.latency.protocol import Timer
 from spos_hw.latency.runtimes import Runtime, require_cuda
-
-WORKSPACE_BYTES = 1 << 30
-
-
-def _import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise MissingDependency(
-            "runtime tensorrt needs the 'tensorrt' package: pip install 'spos-hw[trt]' (or pip install tensorrt)"
-        ) from None
-    return tensorrt
 
 
 class TensorRTRuntime(Runtime):
@@ -33,7 +23,7 @@ class TensorRTRuntime(Runtime):
     def __init__(self, device: str, *, threads: int = 1, clock: str = "wall") -> None:
         super().__init__(device, threads=threads, clock=clock)
         self.index = require_cuda(self.device)
-        self.trt = _import_tensorrt()
+        self.trt = import_tensorrt()
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self._engines: list = []  # keep engines and contexts alive while timers exist
 
@@ -53,20 +43,11 @@ class TensorRTRuntime(Runtime):
         return self.timer_from_onnx(export_onnx(module.eval().cpu(), (x,)).SerializeToString())
 
     def build_engine(self, model: bytes):
-        """Parse ONNX bytes and build a deserialized engine."""
-        trt = self.trt
-        builder = trt.Builder(self.logger)
-        network = builder.create_network(0)
-        parser = trt.OnnxParser(network, self.logger)
-        if not parser.parse(model):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise RuntimeUnavailable(f"TensorRT cannot parse the ONNX model: {errors}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise RuntimeUnavailable("TensorRT failed to build an engine for the model (see its log above)")
-        return trt.Runtime(self.logger).deserialize_cuda_engine(serialized)
+        """Parse ONNX bytes and build a deserialized engine (``spos_hw.export.tensorrt``)."""
+        from spos_hw.export.trt_check import has_qdq
+
+        serialized = build_serialized_engine(model, trt=self.trt, logger=self.logger, strongly_typed=has_qdq(model))
+        return deserialize(serialized, trt=self.trt, logger=self.logger)
 
     def timer_from_onnx(self, model: bytes) -> Timer:
         import numpy as np
