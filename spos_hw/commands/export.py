@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -50,7 +51,7 @@ def export(checkpoint, arch_text, space_name, fmt, out, precision, batch_size, d
     info = export_model(
         checkpoint=checkpoint, arch=arch, space=space, fmt=fmt, out=out, precision=precision,
         batch_size=batch_size, dynamic_batch=dynamic_batch, opset=opset, verify=not no_verify,
-        overwrite=overwrite, progress=progress and not as_json, fold_bn=fold_bn, timing_cache=timing_cache,
+        overwrite=overwrite, progress=progress and not as_json and sys.stderr.isatty(), fold_bn=fold_bn, timing_cache=timing_cache,
     )  # fmt: skip
     emit(info, as_json, _summary)
 

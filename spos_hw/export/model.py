@@ -89,54 +89,53 @@ def export_model(
     if onnx_path != out:
         check_new_output(onnx_path, overwrite=overwrite)
 
-    bar = tqdm(total=5 if fmt == "trt" else 3, desc="export", disable=not progress, leave=False)
-    net, info = load_net(checkpoint=checkpoint, arch=arch, space=space)
-    space_obj = info.pop("_space")
-    precision = resolve_precision(precision, space_obj.quantized, checkpoint is not None)
-    bar.update(1)
+    with tqdm(total=5 if fmt == "trt" else 3, desc="export", disable=not progress, leave=False) as bar:
+        net, info = load_net(checkpoint=checkpoint, arch=arch, space=space)
+        space_obj = info.pop("_space")
+        precision = resolve_precision(precision, space_obj.quantized, checkpoint is not None)
+        bar.update(1)
 
-    n_example = max(batch_size, 2) if dynamic_batch else batch_size
-    example = torch.randn(n_example, *space_obj.input_shape, generator=torch.Generator().manual_seed(0))
-    module = half_precision(net) if precision == "fp16" else net
-    model = export_onnx(module, (example,), None, opset=opset, dynamic_batch=dynamic_batch, metadata=metadata(info, precision))
-    folded = 0
-    if precision == "int8" and fold_bn:
-        from spos_hw.export.fold import fold_batchnorm
+        n_example = max(batch_size, 2) if dynamic_batch else batch_size
+        example = torch.randn(n_example, *space_obj.input_shape, generator=torch.Generator().manual_seed(0))
+        module = half_precision(net) if precision == "fp16" else net
+        model = export_onnx(module, (example,), None, opset=opset, dynamic_batch=dynamic_batch, metadata=metadata(info, precision))
+        folded = 0
+        if precision == "int8" and fold_bn:
+            from spos_hw.export.fold import fold_batchnorm
 
-        folded = fold_batchnorm(model)
-    bar.update(1)
+            folded = fold_batchnorm(model)
+        bar.update(1)
 
-    result: dict[str, Any] = {
-        "path": str(out),
-        "onnx": str(onnx_path),
-        "format": fmt,
-        "precision": precision,
-        **{k: v for k, v in info.items() if k != "space_spec"},
-        "opset": opset,
-        "batch": "dynamic" if dynamic_batch else batch_size,
-        "nodes": len(model.graph.node),
-        "qdq_nodes": sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node),
-        "bn_folded": folded,
-        "verified": False,
-        "max_abs_diff": None,
-        "top1_agreement": None,
-    }
-    x = None
-    if verify:
-        from spos_hw.export.verify import check, compare
+        result: dict[str, Any] = {
+            "path": str(out),
+            "onnx": str(onnx_path),
+            "format": fmt,
+            "precision": precision,
+            **{k: v for k, v in info.items() if k != "space_spec"},
+            "opset": opset,
+            "batch": "dynamic" if dynamic_batch else batch_size,
+            "nodes": len(model.graph.node),
+            "qdq_nodes": sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node),
+            "bn_folded": folded,
+            "verified": False,
+            "max_abs_diff": None,
+            "top1_agreement": None,
+        }
+        x = None
+        if verify:
+            from spos_hw.export.verify import check, compare
 
-        x, result["inputs"] = verification_inputs(verify_inputs, checkpoint, info, space_obj)
-        figures = compare(module, model, x, precision=precision, batch=None if dynamic_batch else batch_size)
-        result.update({k: v for k, v in figures.items() if k not in ("n",)}, n_inputs=figures["n"])
-        check(figures, precision)
-        result["verified"] = True
-    data = model.SerializeToString()
-    atomic_write_bytes(onnx_path, data)
-    result["onnx_bytes"] = len(data)
-    bar.update(1)
-    if fmt == "trt":
-        result.update(_build_trt(data, out, precision, batch_size, dynamic_batch, timing_cache, x if verify else None, bar))
-    bar.close()
+            x, result["inputs"] = verification_inputs(verify_inputs, checkpoint, info, space_obj)
+            figures = compare(module, model, x, precision=precision, batch=None if dynamic_batch else batch_size)
+            result.update({k: v for k, v in figures.items() if k not in ("n",)}, n_inputs=figures["n"])
+            check(figures, precision)
+            result["verified"] = True
+        data = model.SerializeToString()
+        atomic_write_bytes(onnx_path, data)
+        result["onnx_bytes"] = len(data)
+        bar.update(1)
+        if fmt == "trt":
+            result.update(_build_trt(data, out, precision, batch_size, dynamic_batch, timing_cache, x if verify else None, bar))
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
 

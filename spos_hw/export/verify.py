@@ -1,10 +1,20 @@
 """Verification of an exported model: ONNX Runtime against the torch model on the same inputs.
 
 Figures (``compare``): ``max_abs_diff`` of the outputs, ``top1_agreement`` (fraction of inputs
-whose arg-max class agrees) and, for Q/DQ models, ``max_step_error``: the largest difference of
-any activation quantizer's output between ORT and torch, in units of that quantizer's step
-(each per-tensor activation DequantizeLinear is exposed as an extra output of a probe copy of
-the model and matched to its torch quantizer through the exporter's ``name_scopes``).
+whose arg-max class agrees) and, for Q/DQ models, errors in quantization steps. Each per-tensor
+activation Q/DQ pair is exposed (its QuantizeLinear input and DequantizeLinear output become
+extra outputs of a probe copy of the model) and matched to its torch quantizer through the
+exporter's ``name_scopes``:
+
+- ``max_step_error``: each ORT Q/DQ against the torch quantizer applied to the *same* input
+  (ORT's own), in steps (with ``qdq_bit_mismatches``: elements whose bits differ). This is
+  the error the Q/DQ lowering introduces; it is 0 when the lowering is bit-exact.
+- ``end_to_end_max_step_error`` / ``end_to_end_step_error_fraction``: each quantizer's output
+  in ORT against torch's on the network input. Float convolutions sum in a different order
+  in ORT and torch; an activation at a rounding boundary can flip by one step and the flip
+  propagates, so this grows with depth (reported, not a tolerance; top-1 agreement bounds
+  its effect on the result).
+
 ``check`` applies the tolerances and raises ``VerificationError`` over them.
 """
 
@@ -64,8 +74,8 @@ def run_batched(session, x: np.ndarray, batch: int | None) -> list[np.ndarray]:
     return [np.concatenate(o) for o in zip(*outs)]
 
 
-def activation_probes(model) -> list[tuple[str, str, float]]:
-    """``(output name, torch quantizer path, scale)`` of every per-tensor activation DequantizeLinear."""
+def activation_probes(model) -> list[tuple[str, str, float, str | None]]:
+    """``(DQ output, torch quantizer path, scale, Q input)`` of every per-tensor activation DequantizeLinear."""
     from onnx import numpy_helper
 
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -74,6 +84,7 @@ def activation_probes(model) -> list[tuple[str, str, float]]:
         for n in model.graph.node
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
     }
+    producer = {o: n for n in model.graph.node for o in n.output}
     probes = []
     for node in model.graph.node:
         if node.op_type != "DequantizeLinear":
@@ -84,7 +95,10 @@ def activation_probes(model) -> list[tuple[str, str, float]]:
         scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
         path = _quantizer_path(scopes)
         if path is not None and ".aq." in f".{path}.":
-            probes.append((node.output[0], path, float(scale.reshape(()))))
+            src = producer.get(node.input[0])
+            src = producer.get(src.input[0]) if src is not None and src.op_type == "Clip" else src
+            q_in = src.input[0] if src is not None and src.op_type == "QuantizeLinear" else None
+            probes.append((node.output[0], path, float(scale.reshape(())), q_in))
     return probes
 
 
@@ -100,13 +114,13 @@ def _quantizer_path(scopes: str | None) -> str | None:
     return names[-2] if len(names) >= 2 else None
 
 
-def probe_model(model, probes: list[tuple[str, str, float]]) -> bytes:
-    """A copy of ``model`` whose probed tensors are extra graph outputs."""
+def probe_model(model, names: list[str]) -> bytes:
+    """A copy of ``model`` whose named tensors are extra graph outputs."""
     import onnx
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    for name, _, _ in probes:
+    for name in names:
         probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     return probe.SerializeToString()
 
@@ -143,7 +157,7 @@ def compare(
     chunks = [x[i : i + (batch or len(x))] for i in range(0, len(x), batch or len(x))]
     ref_parts, act_parts = [], []
     for c in chunks:
-        y, acts = torch_activations(net, c, {p for _, p, _ in probes})
+        y, acts = torch_activations(net, c, {p[1] for p in probes})
         ref_parts.append(y)
         act_parts.append(acts)
     ref = np.concatenate(ref_parts)
@@ -155,21 +169,46 @@ def compare(
         "top1_agreement": float((ort_out.argmax(1) == ref.argmax(1)).mean()),
     }
     if probes:
-        got = run_batched(ort_session(probe_model(model, probes), level=level, threads=threads), xs, batch)[1:]
-        steps, matched = 0.0, 0
-        for (name, path, scale), ort_act in zip(probes, got):
-            if path not in act_parts[0]:
-                continue
-            ref_act = np.concatenate([a[path] for a in act_parts])
-            if ref_act.shape != ort_act.shape:
-                continue
-            steps = max(steps, float(np.abs(ort_act.astype(np.float64) - ref_act).max() / scale))
-            matched += 1
-        if matched == 0:
-            raise VerificationError("no activation quantizer of the exported model could be matched to the torch model")
-        out["max_step_error"] = steps
-        out["quantizers_checked"] = matched
+        out.update(_step_errors(net, model, probes, xs, batch, threads, level, act_parts))
     return out
+
+
+def _step_errors(net, model, probes, xs, batch, threads, level, act_parts) -> dict[str, Any]:
+    """End-to-end activation errors in steps, and each Q/DQ's own exactness on ORT's inputs."""
+    import torch
+
+    from spos_hw.quant.onnx import bit_mismatches
+
+    names = [p[0] for p in probes] + [p[3] for p in probes if p[3]]
+    got = dict(zip(names, run_batched(ort_session(probe_model(model, names), level=level, threads=threads), xs, batch)[1:]))
+    modules = dict(net.named_modules())
+    steps, frac_num, frac_den, matched, local_steps, local_bits = 0.0, 0, 0, 0, 0.0, 0
+    for name, path, scale, q_in in probes:
+        if path not in act_parts[0]:
+            continue
+        ref = np.concatenate([a[path] for a in act_parts])
+        ort_act = got[name]
+        if ref.shape != ort_act.shape:
+            continue
+        err = np.abs(ort_act.astype(np.float64) - ref) / scale
+        steps = max(steps, float(err.max()))
+        frac_num += int((err >= 0.5).sum())
+        frac_den += err.size
+        matched += 1
+        if q_in is not None and path in modules:
+            with torch.no_grad():
+                mine = modules[path](torch.from_numpy(np.ascontiguousarray(got[q_in]))).numpy()
+            local_bits += bit_mismatches(mine, ort_act)
+            local_steps = max(local_steps, float(np.abs(mine.astype(np.float64) - ort_act).max() / scale))
+    if matched == 0:
+        raise VerificationError("no activation quantizer of the exported model could be matched to the torch model")
+    return {
+        "max_step_error": local_steps,
+        "qdq_bit_mismatches": local_bits,
+        "end_to_end_max_step_error": steps,
+        "end_to_end_step_error_fraction": frac_num / max(frac_den, 1),
+        "quantizers_checked": matched,
+    }
 
 
 def check(figures: dict[str, Any], precision: str) -> None:
@@ -183,7 +222,7 @@ def check(figures: dict[str, Any], precision: str) -> None:
         if rel > tol["max_rel_diff"]:
             bad.append(f"max diff {rel:.3g} of the largest logit > {tol['max_rel_diff']:g}")
     if "max_step_error" in tol and figures.get("max_step_error", 0.0) > tol["max_step_error"]:
-        bad.append(f"activation error {figures['max_step_error']:.3g} quantization steps > {tol['max_step_error']:g}")
+        bad.append(f"Q/DQ error {figures['max_step_error']:.3g} quantization steps > {tol['max_step_error']:g}")
     if figures["top1_agreement"] < tol["top1_agreement"]:
         bad.append(f"top-1 agreement {figures['top1_agreement']:.2%} < {tol['top1_agreement']:.1%}")
     if bad:
