@@ -41,22 +41,10 @@ ORT_LEVEL = "all"
 
 
 def ort_session(model: bytes, *, level: str = ORT_LEVEL, threads: int = 1):
-    """A CPU ``InferenceSession`` at one graph optimization level, without spinning threads."""
-    import onnxruntime as ort
+    """A CPU session as the latency protocol builds them (fixed threads, no spinning) at ``level``."""
+    from spos_hw.latency.protocol import ort_session as session
 
-    levels = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = levels[level]
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    return session(model, threads=threads, level=level)
 
 
 def run_batched(session, x: np.ndarray, batch: int | None) -> list[np.ndarray]:
