@@ -34,6 +34,16 @@ def _constants(graph) -> dict:
     return out
 
 
+def graph_index(graph) -> tuple[dict, dict, dict]:
+    """Constants by name, the producer of each tensor, and the consumers of each tensor."""
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return _constants(graph), producer, consumers
+
+
 def _qtype(node, consts) -> str:
     import onnx
 
@@ -67,12 +77,7 @@ def _int_tensor(name: str, q: np.ndarray, qtype: str):
 def prequantize_weights(model) -> int:
     """Replace ``Q(W)[->Clip]->DQ`` on constant weights by ``DQ(integer W)`` in place; returns how many."""
     g = model.graph
-    consts = _constants(g)
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consts, producer, consumers = graph_index(g)
     graph_outputs = {o.name for o in g.output}
     drop, new_inits, count = [], [], 0
     for dq in list(g.node):
@@ -119,12 +124,7 @@ def fold_batchnorm(model, only: set[str] | None = None) -> int:
 
     prequantize_weights(model)
     g = model.graph
-    consts = _constants(g)
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consts, producer, consumers = graph_index(g)
     inits = {t.name: t for t in g.initializer}
     folded = 0
     for conv in list(g.node):
@@ -181,4 +181,4 @@ def _prune_initializers(graph) -> None:
     graph.initializer.extend(keep)
 
 
-__all__ = ["fold_batchnorm", "prequantize_weights"]
+__all__ = ["fold_batchnorm", "graph_index", "prequantize_weights"]

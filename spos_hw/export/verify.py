@@ -64,20 +64,14 @@ def run_batched(session, x: np.ndarray, batch: int | None) -> list[np.ndarray]:
 
 def activation_probes(model) -> list[tuple[str, str, float, str | None]]:
     """``(DQ output, torch quantizer path, scale, Q input)`` of every per-tensor activation DequantizeLinear."""
-    from onnx import numpy_helper
+    from spos_hw.export.fold import graph_index
 
-    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    consts = {
-        n.output[0]: numpy_helper.to_array(n.attribute[0].t)
-        for n in model.graph.node
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
-    }
-    producer = {o: n for n in model.graph.node for o in n.output}
+    consts, producer, _ = graph_index(model.graph)
     probes = []
     for node in model.graph.node:
         if node.op_type != "DequantizeLinear":
             continue
-        scale = inits.get(node.input[1], consts.get(node.input[1]))
+        scale = consts.get(node.input[1])
         if scale is None or scale.size != 1:
             continue  # per-channel: a weight
         scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
