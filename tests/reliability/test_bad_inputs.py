@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CliResult, assert_user_error
-from tests.reliability.conftest import ARCH, ARCH2, SPACE, evil_checkpoint, tree_hashes
+from tests.reliability.conftest import ARCH, ARCH2, OTHER_SPACE, SPACE, evil_checkpoint, tree_hashes
 
 TINY = ["--batch-size", "16", "--threads", "1", "--log-every", "1"]
 TS = ["train-supernet", "--space", SPACE, "--data", "digits", "--steps", "1", *TINY]
@@ -165,9 +165,20 @@ CASES = [
 ]
 
 # export ----------------------------------------------------------------------------------------
-# Only what the current `spos-hw export` has (it is being rewritten; add --checkpoint / --format
-# trt / verification rows here when they land).
+EX = ["export", "--checkpoint", "{model}"]
 EXPORT_CASES = [
+    ("export-no-source", ["export", "--out", "{w}/n.onnx"], ["needs --checkpoint"]),
+    ("export-arch-without-space", ["export", "--arch", ARCH, "--out", "{w}/n.onnx"], ["--space"]),
+    ("export-ckpt-other-space", [*EX, "--space", OTHER_SPACE, "--out", "{w}/n.onnx"], ["was made for space"]),
+    ("export-ckpt-other-arch", [*EX, "--space", SPACE, "--arch", ARCH2, "--out", "{w}/n.onnx"], ["holds arch"]),
+    ("export-ckpt-supernet", ["export", "--checkpoint", "{supernet}", "--out", "{w}/n.onnx"], ["supernet"]),
+    ("export-ckpt-garbage", ["export", "--checkpoint", "{garbage}", "--out", "{w}/n.onnx"], ["cannot be loaded"]),
+    ("export-ckpt-missing", ["export", "--checkpoint", "{w}/nope.pt", "--out", "{w}/n.onnx"], ["does not exist"]),
+    ("export-ckpt-missing-parent", [*EX, "--out", "{w}/no/n.onnx"], ["does not exist"]),
+    ("export-int8-float-net", [*EX, "--precision", "int8", "--out", "{w}/n.onnx"], ["int8 needs a quantized net"]),
+    ("export-trt-onnx-name", [*EX, "--format", "trt", "--out", "{w}/n.onnx"], ["engine"]),
+    ("export-check-trt-missing", ["export", "--check-trt", "{w}/nope.onnx"], ["does not exist"]),
+    ("export-check-trt-garbage", ["export", "--check-trt", "{garbage}"], ["not a readable ONNX"]),
     *[(f"export-arch-{k}", ["export", "--arch", a, "--space", SPACE, "--out", "{w}/n.onnx"], [n]) for k, a, n in BAD_ARCHS],
     ("export-unknown-space", ["export", "--arch", ARCH, "--space", "nope", "--out", "{w}/n.onnx"], ["unknown space"]),
     ("export-existing-out", ["export", "--arch", ARCH, "--space", SPACE, "--out", "{existing}"], ["already exists"]),
