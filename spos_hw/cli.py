@@ -27,9 +27,9 @@ def cli(verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from spos_hw.commands import core, export, latency, search, train
+    from spos_hw.commands import core, demo, export, latency, search, train
 
-    for module in (core, latency, train, search, export):
+    for module in (core, latency, train, search, export, demo):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -390,12 +390,18 @@ def _read_idx(path: Path) -> np.ndarray:
     return data.reshape(dims)
 
 
-def _fashion_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+_FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def _fashion_paths() -> list[Path]:
     root = Path(FASHION_MNIST_DIR)
-    names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
-    if not all((root / n).is_file() for n in names):
+    if not all((root / n).is_file() for n in _FASHION_FILES):
         raise DataError(f"Fashion-MNIST is not installed in {str(root)!r}: apt-get install dataset-fashion-mnist")
-    xtr, ytr, xte, yte = (_read_idx(root / n) for n in names)
+    return [root / n for n in _FASHION_FILES]
+
+
+def _fashion_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    xtr, ytr, xte, yte = (_read_idx(p) for p in _fashion_paths())
     return xtr[:, None], ytr, xte[:, None], yte
 
 
@@ -462,7 +468,8 @@ def _decode_all(paths: Sequence[str], shape: tuple[int, int, int], workers: int,
     return out
 
 
-def _image_folder(root: Path, space: SearchSpace, memory_limit: int, workers: int | None, progress: bool) -> ImageData:
+def _check_folder(root: Path, space: SearchSpace) -> tuple[Path, list[str], list[str], np.ndarray]:
+    """The training folder, its classes, paths and labels (scanned, not decoded)."""
     if not root.exists():
         raise DataError(f"data {str(root)!r} does not exist; use fashion-mnist, digits, or an ImageFolder tree DIR/train/<class>/<image>")
     if not root.is_dir():
@@ -473,6 +480,20 @@ def _image_folder(root: Path, space: SearchSpace, memory_limit: int, workers: in
     train_dir = root / "train" if (root / "train").is_dir() else root
     classes, paths, labels = _scan(train_dir, "training folder")
     _check_classes(str(root), len(classes), space)
+    return train_dir, classes, paths, labels
+
+
+def check_data(spec: str, space: SearchSpace) -> None:
+    """Cheap up-front checks of ``spec`` (nothing decoded), for pipelines that load it much later."""
+    if spec == "fashion-mnist":
+        _fashion_paths()
+    elif spec != "digits":
+        _check_folder(Path(spec).expanduser(), space)
+
+
+def _image_folder(root: Path, space: SearchSpace, memory_limit: int, workers: int | None, progress: bool) -> ImageData:
+    train_dir, classes, paths, labels = _check_folder(root, space)
+    c, h, w = space.input_shape
     if (root / "val").is_dir() and train_dir != root:
         vclasses, vpaths, vlabels = _scan(root / "val", "validation folder")
         if vclasses != classes:

@@ -162,6 +162,12 @@ CASES = [
     ("se-population-zero", [*SE, "--population", "0", "--out", "{w}/s"], ["population"]),
     ("se-random-with-topk", [*SE, "--strategy", "random", "--topk", "2", "--out", "{w}/s"], ["evolution only"]),
     ("se-threads-zero", [*SE, "--threads", "0", "--out", "{w}/s"], ["--threads"]),
+    # demo ------------------------------------------------------------------------------------
+    ("demo-unknown-budget", ["demo", "--workdir", "{w}/d", "--budget", "huge"], ["huge"]),
+    ("demo-workdir-is-file", ["demo", "--workdir", "{existing}"], ["is a file"]),
+    ("demo-workdir-foreign", ["demo", "--workdir", "{copy_search}"], ["not empty"]),
+    ("demo-threads-zero", ["demo", "--workdir", "{w}/d", "--threads", "0"], ["--threads"]),
+    ("demo-data-empty", ["demo", "--workdir", "{w}/d", "--data", "{empty_data}"], ["train"]),
 ]
 
 # export ----------------------------------------------------------------------------------------
