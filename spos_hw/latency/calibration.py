@@ -83,6 +83,9 @@ def fit(table_ms: np.ndarray, measured_ms: np.ndarray) -> dict:
         slope = float(reg.coef_[0] / sx)
         intercept = float(reg.intercept_ - slope * mx)
         how = "sklearn.linear_model.HuberRegressor"
+    if x.size > 1 and (slope <= 0 or np.any(slope * x + intercept <= 0)):
+        # latency that falls as work grows, or is not positive, is noise, not a model: keep the ratio
+        slope, intercept, how = float(y.mean() / x.mean()), 0.0, f"ratio (the affine fit was not increasing and positive: {how})"
     pred = slope * x + intercept
     out = {"model": MODEL, "slope": slope, "intercept": intercept, "fitted_with": how, "n": int(x.size)}
     if x.size:
