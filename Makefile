@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast lint format demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,16 @@ test: install                 ## the whole suite (what CI runs)
 
 test-fast: install            ## skip the slow end-to-end tests
 	$(PY) -m pytest -m "not slow"
+
+LINTED := spos_hw tests bench
+
+lint: install                 ## ruff: lint and formatting (what CI checks before the tests)
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+format: install               ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff format $(LINTED)
+	$(VENV)/bin/ruff check --fix $(LINTED)
 
 FASHION := /usr/share/datasets/fashion-mnist
 

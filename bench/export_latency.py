@@ -2,7 +2,7 @@
 
     nice -n 10 python bench/export_latency.py [--spaces a,b] [--archs 3] [--batch 1] [--threads 1] [--json]
 
-Each random architecture is exported by ``spos_hw.export.onnx`` and timed in ONNX Runtime
+Each random architecture is exported by ``spos_hw.deploy.onnx`` and timed in ONNX Runtime
 (CPU EP, ORT_ENABLE_ALL, ``session.intra_op.allow_spinning=0``, fixed intra-op threads) and in
 torch eager (``inference_mode``, same thread count), interleaved in rounds so both see the
 same machine load. Figures: median ms per forward and the ratio ORT / torch (below 1: ORT faster).
@@ -58,8 +58,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from spos_hw.export.onnx import export_onnx
-    from spos_hw.export.verify import ort_session
+    from spos_hw.deploy.onnx import export_onnx
+    from spos_hw.deploy.verify import ort_session
     from spos_hw.nas.spaces import get_space
 
     torch.set_num_threads(args.threads)

@@ -4,8 +4,8 @@
 
 For each space, ``--archs`` random architectures (seeded) are built with BN statistics from one
 batch of random inputs (exact averages) and random-init quantizer step sizes, exported by the
-one export path (``spos_hw.export.onnx``) and compared on seeded standard-normal inputs by
-``spos_hw.export.verify.compare``: worst-case max |diff| of the logits (and relative to the
+one export path (``spos_hw.deploy.onnx``) and compared on seeded standard-normal inputs by
+``spos_hw.deploy.verify.compare``: worst-case max |diff| of the logits (and relative to the
 largest logit), worst top-1 agreement, and for Q/DQ spaces the worst activation error in
 quantization steps (every activation quantizer's output, ORT vs torch).
 """
@@ -50,8 +50,8 @@ def calibrated(space, arch, seed: int):
 
 def one_arch(space, arch, x, batch: int, seed: int) -> dict:
     """Export one calibrated random-init subnet and compare it with torch."""
-    from spos_hw.export.onnx import export_onnx
-    from spos_hw.export.verify import compare
+    from spos_hw.deploy.onnx import export_onnx
+    from spos_hw.deploy.verify import compare
 
     net = calibrated(space, arch, seed)
     t = time.perf_counter()

@@ -25,7 +25,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-
 from common import median_time, print_table  # noqa: E402
 
 TARGETS = {

@@ -62,7 +62,7 @@ def _setup(threads: int) -> None:
 
 
 def _retrain(job: dict) -> dict:
-    from spos_hw.nas.train import RetrainConfig, retrain
+    from spos_hw.api import RetrainConfig, retrain
 
     _setup(job["threads"])
     t = time.perf_counter()
@@ -72,8 +72,7 @@ def _retrain(job: dict) -> dict:
 
 def _chain(job: dict) -> dict:
     """Supernet, search under the BitOps budget, retrain of the winner (one process)."""
-    from spos_hw.nas.search import search_supernet
-    from spos_hw.nas.train import SupernetConfig, train_supernet
+    from spos_hw.api import SearchConfig, SupernetConfig, search, train_supernet
 
     _setup(job["threads"])
     work = Path(job["workdir"])
@@ -82,7 +81,7 @@ def _chain(job: dict) -> dict:
     sup = train_supernet(SupernetConfig(**job["supernet"], out=str(work / "supernet.pt"), resume=True), progress=False)
     out["supernet"] = {"summary": sup, "wall_s": time.perf_counter() - t}
     t = time.perf_counter()
-    res = search_supernet(supernet=work / "supernet.pt", out=work / "search", resume=True, progress=False, **job["search"])
+    res = search(SearchConfig(supernet=str(work / "supernet.pt"), out=str(work / "search"), resume=True, **job["search"]), progress=False)
     out["search"] = {"summary": res, "wall_s": time.perf_counter() - t}
     config = {**job["retrain"], "arch": res["arch"], "out": str(work / "searched.pt")}
     out["searched"] = _retrain({"name": "searched", "threads": job["threads"], "config": config})
@@ -132,7 +131,7 @@ def main() -> None:
                          threads=args.threads, log_every=100, ckpt_every=200),  # fmt: skip
         "search": dict(
             budgets={"bitops": bitops_2w2a / 1e9}, strategy="evolution", seed=args.seed, threads=args.threads,
-            options={"population": args.population, "generations": args.generations},
+            population=args.population, generations=args.generations,
             recal_images=args.recal_images, holdout=args.holdout,
         ),  # fmt: skip
         "retrain": retrain_cfg,

@@ -95,7 +95,7 @@ def main() -> None:
     t_copy = cuda_time(lambda: copy_dst.copy_(copy_src), args.repeats)
     copy_gbps = 8 * n / t_copy / 1e9
     rows.append(["fp32", "copy_ (device to device)", t_copy * 1e3, copy_gbps, 100.0, pct(copy_gbps)])
-    del copy_src, copy_dst
+    copy_src = copy_dst = None  # free the device memory before the next allocations
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         size = torch.empty((), dtype=dtype).element_size()
         x = (torch.randn(n, device=dev, generator=g) * 2).to(dtype)
@@ -122,7 +122,7 @@ def main() -> None:
             t_t = cuda_time(lambda: torch.fake_quantize_per_tensor_affine(x, 0.05, 0, -8, 7), args.repeats)
             gbps = 2 * size * n / t_t / 1e9
             rows.append(["fp32", "torch.fake_quantize_per_tensor_affine", t_t * 1e3, gbps, 100 * gbps / copy_gbps, pct(gbps)])
-        del x, grad
+        x = grad = None
     print_table(
         f"CUDA fake-quant on {name}, {n:,} elements, per tensor 4-bit (median of {args.repeats}, CUDA events)",
         ["dtype", "variant", "ms", "GB/s", "% of copy", f"% of nominal {peak or '?'} GB/s"],

@@ -32,7 +32,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-
 from common import print_table  # noqa: E402
 
 
@@ -64,12 +63,12 @@ def main() -> None:
 
     import torch
 
-    import spos_hw.nas.spaces  # noqa: F401  (registers the families a checkpoint's space spec names)
+    from spos_hw.api import RetrainConfig, SupernetConfig, retrain, train_supernet
     from spos_hw.nas.checkpoint import load_supernet
-    from spos_hw.nas.evolution import Budget, EvolutionSearch, RandomSearch, admits_all
+    from spos_hw.nas.costs import Bound, admits_all
     from spos_hw.nas.recalibrate import scorer_for_checkpoint
     from spos_hw.nas.search import run_search
-    from spos_hw.nas.train import RetrainConfig, SupernetConfig, retrain, train_supernet
+    from spos_hw.nas.strategy import EvolutionSearch, RandomSearch
 
     torch.set_num_threads(args.threads)
     work = Path(args.workdir)
@@ -104,7 +103,7 @@ def main() -> None:
         return np.array(out)
 
     lo, hi = space.flops.bounds()
-    budget = Budget.scaled(space.flops, args.flops_m) if args.flops_m else Budget(space.flops, (lo + hi) / 2)
+    budget = Bound.scaled(space.flops, None, args.flops_m) if args.flops_m else Bound.upper(space.flops, (lo + hi) / 2)
     pop = args.population
     evo_opts = dict(population=pop, generations=args.generations, topk=max(2, pop // 5), mutations=pop // 2, crossovers=pop // 2)
     costs = {"flops": space.flops, "params": space.params}

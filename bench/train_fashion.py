@@ -26,7 +26,6 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
-
 from common import print_table  # noqa: E402
 
 
@@ -50,9 +49,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from spos_hw.api import RetrainConfig, SupernetConfig, retrain, train_supernet
     from spos_hw.nas.checkpoint import load_subnet, load_supernet
-    from spos_hw.nas.data import load_data, recalibration_batches
-    from spos_hw.nas.train import RetrainConfig, SupernetConfig, data_for_checkpoint, evaluate, recalibrate_bn, retrain, train_supernet
+    from spos_hw.nas.data import load_data
+    from spos_hw.nas.evaluation import evaluate
+    from spos_hw.nas.recalibrate import scorer_for_checkpoint
 
     os.makedirs(args.out, exist_ok=True)
     rows: list[list] = []
@@ -68,17 +69,13 @@ def main() -> None:
     candidates = []
     if arch is None:
         net, ckpt = load_supernet(sup_path)
-        data, split = data_for_checkpoint(ckpt, net.space)
         space = net.space
-        batches = recalibration_batches(data, split, n=10, batch_size=128, seed=0)
-        held = split.holdout[np.random.default_rng(0).permutation(len(split.holdout))[: args.score_images]]
+        scorer, _ = scorer_for_checkpoint(net, ckpt, recal_images=10 * 128, holdout=args.score_images)  # the search's scorer
         rng = np.random.default_rng(1)
         t0 = time.perf_counter()
         for _ in range(args.candidates):
             cand = space.random_arch(rng)
-            recalibrate_bn(net, cand, batches)
-            net.eval()
-            score = evaluate(lambda x: net(x, cand), data, data.train, np.sort(held))["accuracy"]
+            score = float(scorer(cand.to_array()[None])[0])
             candidates.append((score, str(cand), int(space.flops.cost(cand.to_array()))))
         best = max(candidates)
         arch = best[1]

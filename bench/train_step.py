@@ -19,7 +19,6 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
-
 from common import median_time, print_table  # noqa: E402
 
 
@@ -51,7 +50,8 @@ def main() -> None:
     from spos_hw.nas.distributed import Dist
     from spos_hw.nas.spaces import get_space
     from spos_hw.nas.supernet import Supernet
-    from spos_hw.nas.train import Trainer, TrainConfig, resolve
+    from spos_hw.nas.config import TrainConfig, resolve
+    from spos_hw.nas.trainer import SupernetPolicy, Trainer
 
     space = get_space(args.space)
     data = load_data(args.data, space)
@@ -65,7 +65,7 @@ def main() -> None:
         arch = space.random_arch(rng)
         row = arch.to_array()
         sub = supernet.materialize(arch)
-        t_sup = Trainer(supernet, data=data, order=order, config=cfg, dist=Dist(), sampler=FixedArch(row))
+        t_sup = Trainer(supernet, SupernetPolicy(supernet, FixedArch(row)), data=data, order=order, config=cfg, dist=Dist())
         t_sub = Trainer(sub, data=data, order=order, config=cfg, dist=Dist())
         a = median_time(t_sup.train_step, repeats=args.repeats, warmup=2)
         b = median_time(t_sub.train_step, repeats=args.repeats, warmup=2)

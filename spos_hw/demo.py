@@ -12,9 +12,7 @@ resumes an interrupted step from its own checkpoint (profile, training and searc
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +20,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from spos_hw.errors import ArtifactError, OutputError, SposHwError
-from spos_hw.io import atomic_write_json, atomic_write_text, read_json
+from spos_hw.errors import ArtifactError, ConfigError, OutputError, SposHwError
+from spos_hw.io import atomic_write_json, atomic_write_text, file_sha256, read_json
+from spos_hw.nas.config import threads_rule
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +54,28 @@ PRESETS = {
 }  # fmt: skip
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+@dataclass(frozen=True, kw_only=True)
+class DemoConfig:
+    """``spos-hw demo``: the whole pipeline in one work folder."""
+
+    workdir: str = "demo"  # where every artifact goes; a rerun skips finished steps
+    budget: str = "quick"  # quick (~10 min on 2 CPU cores) | full (hours, higher accuracy)
+    data: Any = "auto"  # auto (Fashion-MNIST if installed, else digits) | fashion-mnist | digits | a folder | Datasets
+    threads: int | None = None  # torch CPU threads for training and search; latency is always timed on 1 thread
+    seed: int = 0  # seed of every step
+    space: str = SPACE  # the search space
+    preset: Preset | None = None  # replaces the budget's preset (the tests run a tiny one)
+
+    def __post_init__(self) -> None:
+        if self.budget not in PRESETS and self.preset is None:
+            raise ConfigError(f"unknown budget {self.budget!r}; choose one of {', '.join(PRESETS)}")
+        ok, msg = threads_rule(self.threads)
+        if not ok:
+            raise ConfigError(msg)
+
+    @property
+    def work(self) -> Preset:
+        return self.preset or PRESETS[self.budget]
 
 
 def pick_data(data: str) -> str:
@@ -85,24 +100,20 @@ def latency_budget(predictor, space, percentile: float, *, samples: int = 100_00
 class Demo:
     """One work folder: the steps, their recorded artifacts and the final report."""
 
-    def __init__(self, workdir: str | os.PathLike, *, budget: str = "quick", data: str = "auto",
-                 threads: int | None = None, seed: int = 0, progress: bool = True, preset: Preset | None = None, space: str = SPACE) -> None:  # fmt: skip
-        """``preset`` and ``space`` replace the built-in default (tests run a tiny one)."""
-        if budget not in PRESETS and preset is None:
-            raise SposHwError(f"unknown budget {budget!r}; choose one of {', '.join(PRESETS)}")
-        if threads is not None and threads < 1:
-            raise SposHwError(f"--threads must be >= 1, got {threads}")
-        self.dir = Path(workdir)
+    def __init__(self, config: DemoConfig, *, progress: bool = True) -> None:
+        self.dir = Path(config.workdir)
         if self.dir.exists() and not self.dir.is_dir():
             raise OutputError(f"work folder {str(self.dir)!r} is a file")
-        self.budget, self.preset = budget, preset or PRESETS[budget]
-        self.data, self.threads, self.seed, self.progress = pick_data(data), threads, seed, progress
-        self.space = space
+        self.budget, self.preset = config.budget, config.work
+        self.data, self.threads, self.seed, self.progress = pick_data(config.data), config.threads, config.seed, progress
+        self.space = config.space
         from spos_hw.nas.data import check_data
         from spos_hw.nas.spaces import get_space
 
-        check_data(self.data, get_space(space))  # a bad --data fails now, not after profiling
-        self.config = {"budget": budget, "data": self.data, "seed": seed, "space": space, "preset": dataclasses.asdict(self.preset)}
+        check_data(self.data, get_space(self.space))  # a bad --data fails now, not after profiling
+        data_name = self.data if isinstance(self.data, str) else getattr(self.data, "recorded_name", "custom")
+        self.config = {"budget": self.budget, "data": data_name, "seed": self.seed, "space": self.space,
+                       "preset": dataclasses.asdict(self.preset)}  # fmt: skip
         self.state: dict[str, Any] = {"kind": "spos-hw-demo", "config": self.config, "steps": {}}
         path = self.dir / STATE
         if path.is_file():
@@ -129,17 +140,17 @@ class Demo:
         rec = self.state["steps"].get(step)
         if not rec:
             return None
-        changed = [i for i in inputs if not self.path(i).is_file() or sha256(self.path(i)) != rec["inputs"].get(i)]
+        changed = [i for i in inputs if not self.path(i).is_file() or file_sha256(self.path(i)) != rec["inputs"].get(i)]
         if changed:
             raise OutputError(f"{', '.join(changed)} changed after the {step} step used it; start again in a new --workdir")
         art = self.path(rec["artifact"])
-        if art.is_file() and sha256(art) == rec["sha256"]:
+        if art.is_file() and file_sha256(art) == rec["sha256"]:
             return rec
         log.info("%s: %s changed or is missing, running the step again", step, art)
         return None
 
     def record(self, step: str, artifact: str, result: dict, seconds: float, inputs: list[str]) -> dict:
-        rec = {"artifact": artifact, "sha256": sha256(self.path(artifact)), "inputs": {i: sha256(self.path(i)) for i in inputs},
+        rec = {"artifact": artifact, "sha256": file_sha256(self.path(artifact)), "inputs": {i: file_sha256(self.path(i)) for i in inputs},
                "wall_seconds": round(seconds, 1), "result": result}  # fmt: skip
         self.state["steps"][step] = rec
         atomic_write_json(self.path(STATE), self.state)
@@ -160,18 +171,15 @@ class Demo:
 
     # ------------------------------------------------------------------ steps
     def profile(self, resume: bool) -> dict:
-        from spos_hw.latency.profile import profile_space
-        from spos_hw.latency.protocol import Protocol
-        from spos_hw.latency.protocol import default_clock
-        from spos_hw.nas.spaces import get_space
+        from spos_hw.api import ProfileConfig, profile
 
-        protocol = Protocol(rounds=self.preset.rounds, clock=default_clock("cpu", 1))
-        table = profile_space(get_space(self.space), runtime="onnxruntime", device="cpu", threads=1, calibrate=self.preset.calibrate,
-                              protocol=protocol, seed=self.seed, out=self.path("lut.json"), resume=resume, progress=self.progress)  # fmt: skip
-        return {"entries": len(table.entries), "calibration": {k: table.calibration.get(k) for k in ("slope", "intercept")}}
+        t = profile(ProfileConfig(space=self.space, runtime="onnxruntime", device="cpu", threads=1, calibrate=self.preset.calibrate,
+                                  rounds=self.preset.rounds, seed=self.seed, out=str(self.path("lut.json")), resume=resume),
+                    progress=self.progress)  # fmt: skip
+        return {"entries": t["entries"], "calibration": {k: t["calibration"].get(k) for k in ("slope", "intercept")}}
 
     def train_supernet(self, resume: bool) -> dict:
-        from spos_hw.nas.train import SupernetConfig, train_supernet
+        from spos_hw.api import SupernetConfig, train_supernet
 
         cfg = SupernetConfig(space=self.space, data=self.data, epochs=self.preset.supernet_epochs, out=str(self.path("supernet.pt")),
                              constraints=(("latency", None, None),), lut=str(self.path("lut.json")), seed=self.seed,
@@ -180,26 +188,25 @@ class Demo:
         return {k: s[k] for k in ("steps", "train_loss", "train_acc", "train_time_s")}
 
     def search(self, resume: bool) -> dict:
+        from spos_hw.api import SearchConfig, search
         from spos_hw.latency.predictor import load_predictor
-        from spos_hw.nas.search import search_supernet
         from spos_hw.nas.spaces import get_space
 
         space = get_space(self.space)
         budget = latency_budget(load_predictor(self.path("lut.json"), space), space, self.preset.percentile, seed=self.seed)
         p = self.preset
-        s = search_supernet(
-            supernet=self.path("supernet.pt"), budgets={"latency": budget}, lut=self.path("lut.json"),
-            options={"population": p.population, "generations": p.generations}, recal_images=p.recal_images,
-            holdout=p.holdout, seed=self.seed, out=self.path("search"), resume=resume, threads=self.threads,
-            progress=self.progress, checkpoint_s=10.0,
-        )  # fmt: skip
+        s = search(SearchConfig(
+            supernet=str(self.path("supernet.pt")), budgets={"latency": budget}, lut=str(self.path("lut.json")),
+            population=p.population, generations=p.generations, recal_images=p.recal_images, holdout=p.holdout, seed=self.seed,
+            out=str(self.path("search")), resume=resume, threads=self.threads, checkpoint_s=10.0,
+        ), progress=self.progress)  # fmt: skip
         if s.get("arch") is None:
             raise SposHwError("the search evaluated no candidate")
         return {"latency_budget_ms": budget, "arch": s["arch"], "holdout_accuracy": s["accuracy"],
                 "latency_predicted_ms": s["latency_ms"], "evaluated": s["evaluated"]}  # fmt: skip
 
     def retrain(self, resume: bool, arch: str) -> dict:
-        from spos_hw.nas.train import RetrainConfig, retrain
+        from spos_hw.api import RetrainConfig, retrain
 
         cfg = RetrainConfig(space=self.space, data=self.data, arch=arch, epochs=self.preset.retrain_epochs,
                             out=str(self.path("model.pt")), seed=self.seed, threads=self.threads, resume=resume)  # fmt: skip
@@ -209,21 +216,21 @@ class Demo:
         return {k: s[k] for k in ("arch", "flops", "params", "test_accuracy", "test_images", "test_origin", "train_time_s")}
 
     def export(self, resume: bool) -> dict:
-        from spos_hw.export import export_model
+        from spos_hw.api import ExportConfig, export
 
         out = self.path("model.onnx")
-        r = export_model(checkpoint=self.path("model.pt"), fmt="onnx", out=out, batch_size=1, verify=True, overwrite=True)
+        r = export(ExportConfig(checkpoint=str(self.path("model.pt")), out=str(out), verify=True, overwrite=True), progress=False)
         return {k: r.get(k) for k in ("path", "max_abs_diff", "top1_agreement", "inputs", "verified")}
 
     def measure(self, resume: bool, arch: str) -> dict:
         """Time the exported file with the table's runtime and protocol; validate the predictor beside it."""
         from spos_hw.latency.predictor import load_predictor
         from spos_hw.latency.profile import run_protocol
-        from spos_hw.latency.protocol import flatten, summarize
         from spos_hw.latency.runtimes import get_runtime
         from spos_hw.latency.table import LatencyTable
         from spos_hw.latency.validate import validate_table
         from spos_hw.nas.spaces import get_space
+        from spos_hw.protocol import flatten, summarize
 
         space = get_space(self.space)
         table = LatencyTable.load(self.path("lut.json"))
@@ -331,9 +338,11 @@ def report_markdown(s: dict) -> str:
     return "\n".join(lines)
 
 
-def run_demo(workdir: str | os.PathLike = "demo", **kwargs: Any) -> dict:
-    """Run (or finish) the demo in ``workdir``; returns ``summary.json``'s contents."""
-    return Demo(workdir, **kwargs).run()
+def run_demo(config: DemoConfig | None = None, /, *, progress: bool = True, **options: Any) -> dict:
+    """Run (or finish) the demo in ``config.workdir``; returns ``summary.json``'s contents."""
+    from spos_hw.api import make_config
+
+    return Demo(make_config(DemoConfig, config, options), progress=progress).run()
 
 
-__all__ = ["PRESETS", "Demo", "Preset", "latency_budget", "pick_data", "report_markdown", "run_demo"]
+__all__ = ["PRESETS", "Demo", "DemoConfig", "Preset", "latency_budget", "pick_data", "report_markdown", "run_demo"]

@@ -113,3 +113,14 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict:
     if not isinstance(obj, dict) or "kind" not in obj:
         raise ArtifactError(f"{what} {str(path)!r} is not a spos-hw checkpoint")
     return obj
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

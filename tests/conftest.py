@@ -1,14 +1,16 @@
-"""Shared fixtures: RNG isolation, hardware marks, and an in-process CLI runner."""
+"""Fixtures every test folder may use; helpers live in ``tests/support``."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import random
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
+
+from tests.support.cli import invoke
 
 
 def pytest_collection_modifyitems(config, items):
@@ -31,63 +33,58 @@ def _restore_rng():
     torch.set_rng_state(th)
 
 
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
 @pytest.fixture
 def run_cli(capsys):
-    """Run ``spos-hw ARGS`` in-process through the real entry point (error handling included)."""
-    from spos_hw.cli import main
-
-    def run(*args) -> CliResult:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exc:
-            main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        code = exc.value.code
-        return CliResult(0 if code is None else int(code), out, err)
-
-    return run
+    """``run_cli(*args)``: ``spos-hw ARGS`` in-process through the real entry point -> ``CliResult``."""
+    return lambda *args: invoke(capsys, *args)
 
 
-def assert_user_error(res: CliResult, *needles: str) -> None:
-    """Exit 2, exactly one line on stderr, no traceback, mentioning every needle."""
-    assert res.code == 2, (res.code, res.err)
-    lines = [ln for ln in res.err.splitlines() if ln.strip()]
-    assert len(lines) == 1, res.err
-    assert "Traceback" not in res.err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory):
+    """Shared tiny artifacts (``tests.support.artifacts``): supernet, subnet, tables, a search."""
+    from tests.support.artifacts import build_artifacts
+
+    return build_artifacts(tmp_path_factory.mktemp("artifacts"))
 
 
-def kill_during(cmd: list[str], ready, *, rng, env: dict | None = None, timeout: float = 240.0, max_delay: float = 0.3) -> None:
-    """Run ``cmd``, and ``kill -9`` it at a seeded random point: once ``ready()`` holds (callers
-    pick its threshold with ``rng``), after a further random delay of up to ``max_delay`` s, so
-    the kill lands anywhere in the work that follows, checkpoint writes included. Fails if the
-    process ended on its own first (it could not be killed mid-run)."""
-    import signal
-    import subprocess
-    import tempfile
-    import time
+@pytest.fixture(scope="session")
+def tiny():
+    from tests.support.spaces import make_tiny
 
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.monotonic() + timeout
-        try:
-            while proc.poll() is None and not ready():
-                assert time.monotonic() < deadline, "timed out waiting for the point to kill at"
-                time.sleep(0.05)
-            time.sleep(float(rng.uniform(0.0, max_delay)))
-            if proc.poll() is not None:
-                err.seek(0)
-                raise AssertionError(f"the run ended before it could be killed: {err.read().decode()[-800:]}")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    return make_tiny()
+
+
+@pytest.fixture(scope="session")
+def tiny_file(tmp_path_factory, tiny):
+    path = tmp_path_factory.mktemp("space") / "tiny.json"
+    path.write_text(json.dumps(tiny.to_json()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def ort_lut(tmp_path_factory, tiny):
+    """A complete ONNX Runtime table of the tiny space (2 calibration subnets)."""
+    from spos_hw.latency.profile import profile_space
+    from tests.support.spaces import FAST
+
+    path = tmp_path_factory.mktemp("lut") / "lut.json"
+    profile_space(tiny, runtime="onnxruntime", calibrate=2, protocol=FAST, out=path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny10():
+    """The tiny space with 10 classes, so digits fits it."""
+    import dataclasses
+
+    from tests.support.spaces import make_tiny
+
+    return dataclasses.replace(make_tiny("tiny10"), num_classes=10)
+
+
+@pytest.fixture(scope="session")
+def tinyq():
+    """The tiny space with 2/4/8-bit weights and 4/8-bit activations."""
+    from tests.support.spaces import make_tiny_q
+
+    return make_tiny_q()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from spos_hw.commands.options import emit, json_option, load_space, parse_arch, space_option
+from spos_hw.commands.options import emit, json_option, space_option
 
 
 @click.command()
@@ -38,15 +38,9 @@ def info(arch: str, space_name: str, lut: str | None, as_json: bool) -> None:
     ARCH is the canonical string (e.g. 2,1,0,...), inline JSON, or a .json file.
     With --lut, the calibrated predicted latency of the table's runtime and batch size.
     """
-    space = load_space(space_name)
-    parsed = parse_arch(space, arch)
-    summary = space.summarize(parsed)
-    if lut:
-        from spos_hw.latency.predictor import load_predictor
+    from spos_hw.api import info as describe
 
-        blocks = summary.pop("blocks")
-        summary["latency_ms"] = float(load_predictor(lut, space).cost(parsed.to_array()))
-        summary["blocks"] = blocks
+    summary = describe(arch, space_name, lut=lut)
 
     def text(s):
         lines = [f"space: {s['space']} ({s['fingerprint']})", f"arch: {s['arch']}", f"flops: {s['flops']:,}", f"params: {s['params']:,}"]

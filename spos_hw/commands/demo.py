@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from spos_hw.commands.options import emit, json_option
+from spos_hw.commands.options import emit, json_option, progress_option, threads_option
 
 
 def _text(s: dict) -> str:
@@ -22,9 +22,9 @@ def _text(s: dict) -> str:
 @click.option("--workdir", type=click.Path(file_okay=False), default="demo", show_default=True, help="Where every artifact goes; a rerun skips finished steps.")
 @click.option("--budget", type=click.Choice(["quick", "full"]), default="quick", show_default=True, help="quick: ~10 min on 2 CPU cores; full: hours, higher accuracy.")
 @click.option("--data", default="auto", show_default=True, help="auto (Fashion-MNIST if installed, else digits), fashion-mnist, digits or an ImageFolder tree.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads for training and search [torch's default]; latency is always timed on 1 thread.")
+@threads_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every step.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
+@progress_option
 @json_option
 def demo(workdir, budget, data, threads, seed, progress, as_json) -> None:
     """Profile, train, search, retrain, export, verify and measure, end to end.
@@ -34,9 +34,9 @@ def demo(workdir, budget, data, threads, seed, progress, as_json) -> None:
     latency, retrains the winner from scratch, exports and verifies ONNX, and measures the
     exported net against the budget. Writes summary.json, report.md and PNGs to --workdir.
     """
-    from spos_hw.demo import run_demo
+    from spos_hw.demo import DemoConfig, run_demo
 
-    summary = run_demo(workdir, budget=budget, data=data, threads=threads, seed=seed, progress=progress)
+    summary = run_demo(DemoConfig(workdir=workdir, budget=budget, data=data, threads=threads, seed=seed), progress=progress)
     emit(summary, as_json, lambda s: _text(s) + f"\nreport: {workdir}/report.md")
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
-from spos_hw.commands.options import emit, json_option, load_space, parse_arch, space_option
+from spos_hw.commands.options import emit, json_option, space_option
 
 
 @click.command()
@@ -30,30 +29,18 @@ from spos_hw.commands.options import emit, json_option, load_space, parse_arch, 
 def export(checkpoint, arch_text, space_name, fmt, out, precision, batch_size, dynamic_batch, opset, no_verify,
            fold_bn, timing_cache, check_trt, overwrite, progress, as_json) -> None:  # fmt: skip
     """Export a retrained checkpoint (or a random-init --arch of a --space) and verify it against torch."""
-    from spos_hw.errors import ConfigError
+    from spos_hw.api import ExportConfig
+    from spos_hw.api import export as run
 
-    if check_trt:
-        if checkpoint or arch_text:
-            raise ConfigError("--check-trt MODEL.onnx takes no --checkpoint or --arch")
-        return _check_trt(check_trt, as_json)
-    if not checkpoint and not (arch_text and space_name):
-        raise ConfigError("export needs --checkpoint model.pt, or --arch ARCH with --space S (or --check-trt model.onnx)")
-    if arch_text and not space_name:
-        raise ConfigError("--arch needs --space (to parse it)")
-    space = load_space(space_name) if space_name else None
-    arch = parse_arch(space, arch_text) if arch_text else None
-    if out is None:
-        suffix = ".engine" if fmt == "trt" else ".onnx"
-        out = Path(checkpoint).with_suffix(suffix) if checkpoint else Path("net" + suffix)
-
-    from spos_hw.export import export_model
-
-    info = export_model(
-        checkpoint=checkpoint, arch=arch, space=space, fmt=fmt, out=out, precision=precision,
-        batch_size=batch_size, dynamic_batch=dynamic_batch, opset=opset, verify=not no_verify,
-        overwrite=overwrite, progress=progress and not as_json and sys.stderr.isatty(), fold_bn=fold_bn, timing_cache=timing_cache,
+    config = ExportConfig(
+        checkpoint=checkpoint, arch=arch_text, space=space_name, format=fmt, out=out, precision=precision,
+        batch_size=batch_size, dynamic_batch=dynamic_batch, opset=opset, verify=not no_verify, fold_bn=fold_bn,
+        timing_cache=timing_cache, overwrite=overwrite, check_trt=check_trt,
     )  # fmt: skip
-    emit(info, as_json, _summary)
+    result = run(config, progress=progress and not as_json and sys.stderr.isatty())
+    if check_trt:
+        return _report_trt(result, as_json)
+    emit(result, as_json, _summary)
 
 
 def _summary(d: dict) -> str:
@@ -70,30 +57,19 @@ def _summary(d: dict) -> str:
     return "\n".join(lines)
 
 
-def _check_trt(path: str, as_json: bool) -> None:
-    import onnx
+def _report_trt(res: dict, as_json: bool) -> None:
+    from spos_hw.errors import VerificationError
 
-    from spos_hw.errors import ArtifactError, VerificationError
-    from spos_hw.export.trt_check import check_trt, report
-
-    p = Path(path)
-    if not p.is_file():
-        raise ArtifactError(f"ONNX file {path!r} does not exist")
-    try:
-        model = onnx.load(p)
-    except Exception as exc:  # protobuf DecodeError and friends: a corrupt file
-        raise ArtifactError(f"{path!r} is not a readable ONNX model: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
-    violations = check_trt(model)
-    res = {"model": str(p), **report(violations)}
     if as_json:
         emit(res, True)
-    elif violations:
-        for v in violations:
-            click.echo(str(v))
-    if violations:
-        raise VerificationError(f"{path} is not TensorRT-ready: {len(violations)} violation(s)" + ("" if as_json else " (listed above)"))
+    else:
+        for v in res["violations"]:
+            click.echo(f"{v['node']}: [{v['rule']}] {v['message']}")
+    if not res["ready"]:
+        n = len(res["violations"])
+        raise VerificationError(f"{res['model']} is not TensorRT-ready: {n} violation(s)" + ("" if as_json else " (listed above)"))
     if not as_json:
-        click.echo(f"{path}: TensorRT-ready (Q/DQ rules, operators, opset)")
+        click.echo(f"{res['model']}: TensorRT-ready (Q/DQ rules, operators, opset)")
 
 
 COMMANDS = [export]

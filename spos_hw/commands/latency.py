@@ -4,43 +4,8 @@ from __future__ import annotations
 
 import click
 
-from spos_hw.commands.options import emit, json_option, load_space, space_option
-
-RUNTIME_CHOICES = ("torch", "onnxruntime", "tensorrt")
-
-
-def _protocol(rounds: int, repeats: int, warmup: int, statistic: str, clock: str, device: str, threads: int):
-    from spos_hw.latency.protocol import Protocol, default_clock
-    from spos_hw.latency.runtimes import parse_device
-
-    if clock == "auto":
-        clock = default_clock(parse_device(device), threads)
-    return Protocol(warmup=warmup, rounds=rounds, repeats=repeats, statistic=statistic, clock=clock)
-
-
-def _table_summary(table, out) -> dict:
-    from spos_hw.latency.predictor import predictor_from_table
-
-    space = table.build_space()
-    lo, hi = predictor_from_table(table, space).bounds()
-    cal = table.calibration or {}
-    return {
-        "out": str(out) if out else None,
-        "space": table.space_name,
-        "fingerprint": table.space["fingerprint"],
-        "runtime": table.runtime.get("name"),
-        "runtime_version": table.runtime.get("version"),
-        "device": table.runtime.get("device"),
-        "device_name": table.runtime.get("device_name"),
-        "threads": table.runtime.get("threads"),
-        "batch_size": table.batch_size,
-        "statistic": table.protocol.statistic,
-        "clock": table.protocol.clock,
-        "entries": len(table.entries),
-        "calibration": {k: cal.get(k) for k in ("n", "slope", "intercept", "in_sample_mape", "fitted_with")},
-        "predicted_range_ms": [lo, hi],
-        "source": table.source,
-    }
+from spos_hw.commands.options import emit, json_option, space_option
+from spos_hw.latency.runtimes import RUNTIMES as RUNTIME_CHOICES
 
 
 def _summary_text(s: dict) -> str:
@@ -93,36 +58,16 @@ def profile(space_name, device, runtime_name, batch_size, threads, calibrate, ro
     --calibrate whole subnets that fit the table-sum -> latency calibration. A killed run
     continues with --resume.
     """
-    from spos_hw.errors import SposHwError
+    from spos_hw.api import ProfileConfig
+    from spos_hw.api import profile as run
 
-    if bundle_dir and measurements:
-        raise SposHwError("--export-bundle and --import-measurements are separate steps; give one")
-    if measurements:
-        from spos_hw.latency.bundle import import_measurements
-
-        space = load_space(space_name) if space_name else None
-        table = import_measurements(measurements, space=space, out=out, overwrite=overwrite)
-        emit(_table_summary(table, out), as_json, _summary_text)
-        return
-    if not space_name:
-        raise SposHwError("missing option --space (the space to profile)")
-    space = load_space(space_name)
-    proto = _protocol(rounds, repeats, warmup, statistic, clock, "cpu" if bundle_dir else device, threads)
-    if bundle_dir:
-        from spos_hw.latency.bundle import RUNNER, export_bundle
-
-        folder = export_bundle(space, bundle_dir, batch_size=batch_size, calibrate=calibrate, threads=threads,
-                               protocol=proto, seed=seed, overwrite=overwrite, progress=not as_json)
-        info = {"bundle": str(folder), "runner": str(folder / RUNNER), "space": space.name,
-                "next": f"on the board: python {RUNNER} --out measurements.json; then: spos-hw profile --import-measurements measurements.json --out lut.json"}
-        emit(info, as_json, lambda d: f"wrote bundle {d['bundle']}\n{d['next']}")
-        return
-    from spos_hw.latency.profile import profile_space
-
-    table = profile_space(space, runtime=runtime_name, device=device, threads=threads, batch_size=batch_size,
-                          calibrate=calibrate, protocol=proto, seed=seed, out=out, resume=resume,
-                          overwrite=overwrite, progress=not as_json)
-    emit(_table_summary(table, out), as_json, _summary_text)
+    config = ProfileConfig(
+        space=space_name, device=device, runtime=runtime_name, batch_size=batch_size, threads=threads, calibrate=calibrate,
+        rounds=rounds, repeats=repeats, warmup=warmup, statistic=statistic, clock=clock, seed=seed, out=out, resume=resume,
+        overwrite=overwrite, export_bundle=bundle_dir, import_measurements=measurements,
+    )  # fmt: skip
+    result = run(config, progress=not as_json)
+    emit(result, as_json, (lambda d: f"wrote bundle {d['bundle']}\n{d['next']}") if bundle_dir else _summary_text)
 
 
 @click.command("validate-lut")
@@ -137,13 +82,11 @@ def profile(space_name, device, runtime_name, batch_size, threads, calibrate, ro
 @json_option
 def validate_lut(lut, samples, seed, space_name, plot, overwrite, compose, as_json) -> None:
     """Measure fresh subnets twice with the table's runtime and protocol; report the predictor's accuracy."""
-    from spos_hw.io import check_new_output
-    from spos_hw.latency.validate import validate_table
+    from spos_hw.api import ValidateConfig
+    from spos_hw.api import validate_lut as run
 
-    if plot:
-        check_new_output(plot, overwrite=overwrite)
-    space = load_space(space_name) if space_name else None
-    report = validate_table(lut, samples=samples, seed=seed, space=space, plot=plot, compose=compose, progress=not as_json)
+    config = ValidateConfig(lut=lut, samples=samples, seed=seed, space=space_name, plot=plot, overwrite=overwrite, compose=compose)
+    report = run(config, progress=not as_json)
 
     def text(r):
         rows = [

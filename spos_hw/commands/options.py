@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Callable
 
 import click
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+threads_option = click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [torch's default].")
+progress_option = click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
 
 
 def space_option(required: bool = True, default: str | None = None) -> Callable:
@@ -22,37 +23,11 @@ def space_option(required: bool = True, default: str | None = None) -> Callable:
     )
 
 
-def load_space(name: str):
-    from spos_hw.nas.spaces import get_space
+def main_process() -> bool:
+    """Only rank 0 of a torchrun job prints results."""
+    from spos_hw.nas.distributed import is_main_process
 
-    return get_space(name)
-
-
-def parse_arch(space, text: str):
-    """An ARCH argument: the canonical string, inline JSON, or a .json file (an arch or a result.json)."""
-    from spos_hw.errors import ArchError
-
-    text = text.strip()
-    if text.endswith(".json") or Path(text).is_file():
-        path = Path(text)
-        if not path.is_file():
-            raise ArchError(f"architecture file {text!r} does not exist")
-        try:
-            obj: Any = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArchError(f"architecture file {text!r} is not valid JSON: {exc}") from None
-    elif text.startswith("{"):
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ArchError(f"architecture JSON is malformed: {exc}") from None
-    else:
-        return space.arch(text)
-    if isinstance(obj, dict) and "arch" in obj:  # result.json, summary.json or an info --json dump
-        obj = obj["arch_json"] if isinstance(obj.get("arch_json"), dict) else obj["arch"]
-    if not isinstance(obj, (dict, str)):
-        raise ArchError("architecture JSON must be an object like {\"op\": [...]} or a string")
-    return space.arch(obj)
+    return is_main_process()
 
 
 def emit(obj: Any, as_json: bool, text: Callable[[Any], str] | None = None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from spos_hw.commands.options import emit, json_option
+from spos_hw.commands.options import emit, json_option, main_process, progress_option, threads_option
 
 
 def _budget_options(fn):
@@ -51,13 +51,13 @@ def _text(r: dict) -> str:
 @click.option("--batch-size", "eval_batch_size", type=int, default=500, show_default=True, help="Batch size of held-out scoring (does not change scores).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Search RNG seed (and choice of recalibration images).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--threads", type=int, default=None, help="torch CPU threads [torch's default].")
+@threads_option
 @click.option("--out", type=click.Path(file_okay=False), default="search", show_default=True, help="Output folder.")
 @click.option("--resume", is_flag=True, help="Continue the search saved in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier search in --out.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Pick the best of the search in DIR for the given budgets from its history, without re-scoring.")  # fmt: skip
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
+@progress_option
 @json_option
 def search(supernet, data, lut, latency, flops, params, bitops, strategy, population, generations, topk, mutations,
            crossovers, mutation_prob, recal_images, holdout, eval_batch_size, seed, device, threads, out, resume, overwrite,
@@ -71,37 +71,22 @@ def search(supernet, data, lut, latency, flops, params, bitops, strategy, popula
 
     Example: spos-hw search --supernet supernet.pt --latency-ms 2.5 --lut lut.json --flops-m 6
     """
-    from spos_hw.errors import SpaceError
+    from spos_hw.api import SearchConfig
+    from spos_hw.api import search as run
 
-    budgets = {"latency": latency, "flops": flops, "params": params, "bitops": bitops}
-    if latency is not None and lut is None:
-        raise SpaceError("--latency-ms needs a latency table: pass --lut lut.json (made by `spos-hw profile`)")
-    if report_dir is not None:
-        from spos_hw.nas.search import report_search
-
-        emit(report_search(report_dir, budgets, lut=lut), as_json, _text)
-        return
-    if supernet is None:
-        raise SpaceError("pass --supernet supernet.pt (or --report DIR to re-pick from a finished search)")
-    if all(v is None for v in budgets.values()):
-        raise SpaceError("give at least one budget: --latency-ms (with --lut), --flops-m, --params-m or --bitops-g")
-    options = {"population": population, "generations": generations}
-    evo = {"topk": topk, "mutations": mutations, "crossovers": crossovers, "mutation_prob": mutation_prob}
-    if strategy == "evolution":
-        options.update(evo)
-    elif any(v is not None for v in evo.values()):
-        raise SpaceError("--topk, --mutations, --crossovers and --mutation-prob apply to --strategy evolution only")
-    from spos_hw.nas.search import search_supernet
-
-    summary = search_supernet(
-        supernet=supernet, budgets=budgets, lut=lut, data=data, strategy=strategy,
-        options={k: v for k, v in options.items() if v is not None}, recal_images=recal_images, holdout=holdout,
-        eval_batch_size=eval_batch_size, seed=seed, out=out, resume=resume, overwrite=overwrite, device=device, threads=threads,
-        progress=progress,
+    config = SearchConfig(
+        supernet=supernet, budgets={"latency": latency, "flops": flops, "params": params, "bitops": bitops}, lut=lut,
+        data=data, strategy=strategy, population=population, generations=generations, topk=topk, mutations=mutations,
+        crossovers=crossovers, mutation_prob=mutation_prob, recal_images=recal_images, holdout=holdout,
+        eval_batch_size=eval_batch_size, seed=seed, out=out, resume=resume, overwrite=overwrite, device=device,
+        threads=threads, report=report_dir,
     )  # fmt: skip
-    import os
-
-    if int(os.environ.get("RANK", "0")) == 0:
+    summary = run(config, progress=progress)
+    if not main_process():
+        return
+    if report_dir is not None:
+        emit(summary, as_json, _text)
+    else:
         emit(summary if as_json else {**summary, "out": out}, as_json, lambda r: _text(r) + f"\nwrote {r['out']}/result.json")
 
 

@@ -5,14 +5,12 @@ Both run under ``torchrun --nproc_per_node=N -m spos_hw ...`` as well (DDP; rank
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 import click
 
-from spos_hw.commands.options import emit, json_option, load_space, parse_arch, space_option
-
-COSTS = ("flops", "params", "bitops", "latency")
+from spos_hw.commands.options import emit, json_option, main_process, space_option, threads_option
+from spos_hw.nas.costs import COST_NAMES as COSTS
 
 
 def _training_options(default_out: str) -> Callable:
@@ -36,7 +34,7 @@ def _training_options(default_out: str) -> Callable:
         click.option("--ckpt-every", type=click.IntRange(min=1), default=500, show_default=True, help="Steps between checkpoints."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--amp", type=click.Choice(["bf16", "fp16", "off"]), default="bf16", show_default=True, help="Autocast dtype on CUDA."),
-        click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads."),
+        threads_option,
         click.option("--workers", type=click.IntRange(min=0), help="DataLoader workers for image folders."),
         json_option,
     ]
@@ -65,10 +63,6 @@ def _parse_range(text: str) -> tuple[float | None, float | None]:
         raise click.BadParameter(f"expected LO:HI (either end may be empty), got {text!r}", param_hint="--range") from None
 
 
-def _main_rank() -> bool:
-    return os.environ.get("RANK", "0") == "0"
-
-
 @click.command("train-supernet")
 @_training_options("supernet.pt")
 @click.option("--constraint", "constraints", type=click.Choice(COSTS), multiple=True, help="Cost to constrain sampled paths by; repeat with one --range each.")
@@ -86,7 +80,7 @@ def train_supernet_cmd(constraints, ranges, bins, sampling, lut, holdout, holdou
       spos-hw train-supernet --space shufflenetv2-small --data fashion-mnist --epochs 5 \\
           --constraint flops --range 4.5:6 --out supernet.pt
     """
-    from spos_hw.nas.train import SupernetConfig, train_supernet
+    from spos_hw.api import SupernetConfig, train_supernet
 
     if len(constraints) != len(ranges):
         raise click.UsageError(f"give one --range per --constraint ({len(constraints)} constraints, {len(ranges)} ranges)")
@@ -96,7 +90,7 @@ def train_supernet_cmd(constraints, ranges, bins, sampling, lut, holdout, holdou
         holdout=holdout if holdout < 1 else int(holdout), holdout_seed=holdout_seed,
     )  # fmt: skip
     result = train_supernet(config, progress=not as_json)
-    if _main_rank():
+    if main_process():
         emit(result, as_json, _supernet_text)
 
 
@@ -121,12 +115,10 @@ def retrain_cmd(arch: str, as_json: bool, **kw) -> None:
 
     ARCH is the canonical string, inline JSON, or a .json file (a search result works).
     """
-    from spos_hw.nas.train import RetrainConfig, retrain
+    from spos_hw.api import RetrainConfig, retrain
 
-    space = load_space(kw["space_name"])
-    config = RetrainConfig(**_common(kw), arch=str(parse_arch(space, arch)))
-    result = retrain(config, progress=not as_json)
-    if _main_rank():
+    result = retrain(RetrainConfig(**_common(kw), arch=arch), progress=not as_json)
+    if main_process():
         emit(result, as_json, _retrain_text)
 
 

@@ -2,7 +2,7 @@
 
 ``export_bundle`` writes ``DIR/models/*.onnx`` (every distinct block, the stem, the head and the
 calibration subnets), ``DIR/manifest.json`` and ``DIR/run_latency.py``, which is
-``latency/protocol.py`` verbatim: it needs only onnxruntime and numpy and times with the very
+``spos_hw/protocol.py`` verbatim: it needs only onnxruntime and numpy and times with the very
 protocol the profiler uses. On the board::
 
     python run_latency.py --out measurements.json      # --resume continues a killed run
@@ -19,15 +19,16 @@ import os
 import shutil
 from pathlib import Path
 
+from spos_hw import protocol as protocol_module
 from spos_hw.errors import ArtifactError, OutputError
 from spos_hw.io import atomic_write_bytes, atomic_write_json, check_new_output, read_json
-from spos_hw.latency import protocol as protocol_module
 from spos_hw.latency.profile import DEFAULT_CALIBRATION, check_int, finish_table, new_table, onnx_export_record, unit_models
-from spos_hw.latency.protocol import BUNDLE_SCHEMA, MEASUREMENTS_SCHEMA, SCHEMA_VERSION, Protocol, ProtocolError, default_clock
 from spos_hw.latency.runtimes import library_versions
 from spos_hw.latency.table import LatencyTable
 from spos_hw.latency.units import net_unit, table_units
 from spos_hw.nas.space import SearchSpace
+from spos_hw.nas.spaces import space_from_record
+from spos_hw.protocol import BUNDLE_SCHEMA, MEASUREMENTS_SCHEMA, SCHEMA_VERSION, Protocol, ProtocolError, default_clock
 
 RUNNER = "run_latency.py"
 MANIFEST = "manifest.json"
@@ -108,10 +109,8 @@ def import_measurements(
     if not rec.get("complete"):
         raise ArtifactError(f"{where} is incomplete; rerun the bundle's runner with --resume")
     manifest = rec.get("manifest") or {}
-    import spos_hw.nas.spaces  # noqa: F401  (registers the space families from_json needs)
-
     try:
-        recorded = SearchSpace.from_json(manifest["space"]["spec"])
+        recorded = space_from_record(manifest["space"]["spec"], manifest["space"]["fingerprint"], where)
         protocol = Protocol.from_json(manifest["protocol"])
     except (KeyError, TypeError, ProtocolError) as exc:
         raise ArtifactError(f"{where} has a malformed manifest: {exc}") from None

@@ -56,10 +56,12 @@ def _unflatten(flat: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray:
     return np.stack(np.unravel_index(flat, sizes), axis=-1).astype(np.int64)
 
 
-def fit(table_ms: np.ndarray, measured_ms: np.ndarray) -> dict:
+def fit(table_ms: np.ndarray, measured_ms: np.ndarray, *, domain: tuple[float, float] | None = None) -> dict:
     """Fit ``measured = slope * table + intercept`` (scikit-learn HuberRegressor, robust to one bad run).
 
-    One subnet only fixes a ratio (intercept 0); none gives the identity.
+    One subnet only fixes a ratio (intercept 0); none gives the identity. A fit that falls as
+    work grows, or predicts a non-positive latency anywhere on ``domain`` (the space's range of
+    table sums; default: the measured ones), is noise, not a model: the ratio is kept instead.
     """
     x = np.asarray(table_ms, dtype=np.float64)
     y = np.asarray(measured_ms, dtype=np.float64)
@@ -83,8 +85,8 @@ def fit(table_ms: np.ndarray, measured_ms: np.ndarray) -> dict:
         slope = float(reg.coef_[0] / sx)
         intercept = float(reg.intercept_ - slope * mx)
         how = "sklearn.linear_model.HuberRegressor"
-    if x.size > 1 and (slope <= 0 or np.any(slope * x + intercept <= 0)):
-        # latency that falls as work grows, or is not positive, is noise, not a model: keep the ratio
+    edges = np.asarray(domain if domain is not None else x, dtype=np.float64)
+    if x.size > 1 and (slope <= 0 or np.any(slope * np.append(edges, x) + intercept <= 0)):
         slope, intercept, how = float(y.mean() / x.mean()), 0.0, f"ratio (the affine fit was not increasing and positive: {how})"
     pred = slope * x + intercept
     out = {"model": MODEL, "slope": slope, "intercept": intercept, "fitted_with": how, "n": int(x.size)}

@@ -2,7 +2,7 @@
 
 ``torch.onnx.export(dynamo=True)`` has a large fixed cost per call (seconds), so the blocks are
 exported together as one multi-input, multi-output module (through the shared helper
-``spos_hw.export.onnx``) and each block's graph is extracted by its input and output names.
+``spos_hw.deploy.onnx``) and each block's graph is extracted by its input and output names.
 The dynamo exporter translates and optimizes per op, so an extracted graph is the one a lone
 export would give. A calibration subnet is the stem, its blocks and the head chained into one
 graph: the same ops a ``SubNet`` export produces (a test checks this), without exporting it
@@ -47,7 +47,7 @@ def export_units(units: Sequence[Unit], *, chunk: int | None = None, progress: b
     from onnx.utils import Extractor
     from tqdm.auto import tqdm
 
-    from spos_hw.export.onnx import export_onnx
+    from spos_hw.deploy.onnx import export_onnx
 
     chunk = chunk or EXPORT_CHUNK
     out: dict = {}

@@ -57,4 +57,28 @@ def load_predictor(
     return predictor_from_table(load_table(path, space, batch_size=batch_size), space, calibrated=calibrated)
 
 
-__all__ = ["load_predictor", "predictor_from_table", "table_cost"]
+def describe_table(table: LatencyTable, out: str | os.PathLike | None = None) -> dict:
+    """What ``spos-hw profile`` and ``info --lut`` report about a table (JSON-able)."""
+    space = table.build_space()
+    lo, hi = predictor_from_table(table, space).bounds()
+    cal = table.calibration or {}
+    return {
+        "out": str(out) if out else None,
+        "space": table.space_name,
+        "fingerprint": table.space["fingerprint"],
+        "runtime": table.runtime.get("name"),
+        "runtime_version": table.runtime.get("version"),
+        "device": table.runtime.get("device"),
+        "device_name": table.runtime.get("device_name"),
+        "threads": table.runtime.get("threads"),
+        "batch_size": table.batch_size,
+        "statistic": table.protocol.statistic,
+        "clock": table.protocol.clock,
+        "entries": len(table.entries),
+        "calibration": {k: cal.get(k) for k in ("n", "slope", "intercept", "in_sample_mape", "fitted_with")},
+        "predicted_range_ms": [lo, hi],
+        "source": table.source,
+    }
+
+
+__all__ = ["describe_table", "load_predictor", "predictor_from_table", "table_cost"]

@@ -19,11 +19,11 @@ import numpy as np
 from spos_hw.errors import ArtifactMismatch, SposHwError
 from spos_hw.io import check_new_output
 from spos_hw.latency import calibration
-from spos_hw.latency.protocol import Protocol, Timer, default_clock, flatten, machine_record, measure, summarize
 from spos_hw.latency.runtimes import Runtime, get_runtime, parse_device
 from spos_hw.latency.table import LatencyTable
 from spos_hw.latency.units import HEAD, NET_PREFIX, STEM, Unit, net_key, net_unit, table_units
 from spos_hw.nas.space import SearchSpace
+from spos_hw.protocol import Protocol, Timer, default_clock, flatten, machine_record, measure, summarize
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def check_int(name: str, value, lo: int) -> None:
 
 
 def onnx_export_record() -> dict:
-    from spos_hw.export.onnx import DEFAULT_OPSET
+    from spos_hw.deploy.onnx import DEFAULT_OPSET
 
     return {"format": "onnx", "opset": DEFAULT_OPSET, "exporter": "torch.onnx.export(dynamo=True)"}
 
@@ -82,7 +82,7 @@ def finish_table(table: LatencyTable, space: SearchSpace, samples: dict[str, lis
     sums = raw.cost(space.encode(archs)) if archs else np.zeros(0)
     measured = np.array([table.latency(s) for s in nets])
     table.calibration = {
-        **calibration.fit(sums, measured),
+        **calibration.fit(sums, measured, domain=raw.bounds()),
         "archs": [str(a) for a in archs],
         "table_ms": [float(v) for v in sums],
         "measured_ms": [float(v) for v in measured],

@@ -17,8 +17,8 @@ from typing import Any
 
 from spos_hw.errors import ArtifactError, ArtifactMismatch
 from spos_hw.io import atomic_write_json, read_json
-from spos_hw.latency.protocol import Protocol, ProtocolError
 from spos_hw.nas.space import SearchSpace
+from spos_hw.protocol import Protocol, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,9 @@ class LatencyTable:
 
     def build_space(self) -> SearchSpace:
         """The space this table was measured for, rebuilt from the recorded spec."""
-        import spos_hw.nas.spaces  # noqa: F401  (registers the space families from_json needs)
+        from spos_hw.nas.spaces import space_from_record
 
-        space = SearchSpace.from_json(self.space["spec"])
-        if space.fingerprint != self.space.get("fingerprint"):
-            raise ArtifactError(
-                f"latency table's space spec does not match its fingerprint ({space.fingerprint} vs {self.space.get('fingerprint')})"
-            )
-        return space
+        return space_from_record(self.space.get("spec"), self.space.get("fingerprint"), "latency table")
 
     # --- checks
     def check(self, space: SearchSpace, *, batch_size: int | None = None, what: str = "latency table") -> None:

@@ -47,10 +47,9 @@ def block_units(space: SearchSpace, batch_size: int) -> list[Unit]:
 
 def _block_builder(space: SearchSpace, pos, choice) -> Callable[[], object]:
     def build():
-        from spos_hw.nas.blocks import build_block
-        from spos_hw.nas.layers import layers_for
-
         from spos_hw.latency.modules import BlockAt
+        from spos_hw.nas.blocks import build_block
+        from spos_hw.nn.factory import layers_for
 
         bits = space.bits(choice)
         layers = layers_for(space, bn_affine=True, bits_choices=[bits])
@@ -70,7 +69,7 @@ def fixed_units(space: SearchSpace, batch_size: int) -> list[Unit]:
     def stem():
         from spos_hw.latency.modules import PartAt
         from spos_hw.nas.blocks import Stem
-        from spos_hw.nas.layers import layers_for
+        from spos_hw.nn.factory import layers_for
 
         layers = layers_for(space, bn_affine=True, bits_choices=[space.fixed_bits])
         return PartAt(Stem(space.stem_plan(), layers), space.fixed_bits).eval()
@@ -78,7 +77,7 @@ def fixed_units(space: SearchSpace, batch_size: int) -> list[Unit]:
     def head():
         from spos_hw.latency.modules import PartAt
         from spos_hw.nas.blocks import Head
-        from spos_hw.nas.layers import layers_for
+        from spos_hw.nn.factory import layers_for
 
         layers = layers_for(space, bn_affine=True, bits_choices=[space.fixed_bits])
         return PartAt(Head(space.head_plan(), space.dropout, layers), space.fixed_bits).eval()

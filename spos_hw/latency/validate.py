@@ -18,11 +18,11 @@ import numpy as np
 from spos_hw.errors import ArtifactMismatch, Infeasible, SposHwError
 from spos_hw.latency.predictor import predictor_from_table
 from spos_hw.latency.profile import prepare_timers, run_protocol
-from spos_hw.latency.protocol import flatten, summarize
 from spos_hw.latency.runtimes import Runtime, get_runtime
 from spos_hw.latency.table import LatencyTable
 from spos_hw.latency.units import net_unit
 from spos_hw.nas.space import Arch, SearchSpace
+from spos_hw.protocol import flatten, summarize
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spos_hw.nas.layers import Layers
 from spos_hw.nas.space import BlockPlan, ConvSpec, LinearSpec
+from spos_hw.nn.factory import Layers
 
 Bits = "tuple[int, int] | None"
 

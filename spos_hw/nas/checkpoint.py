@@ -1,4 +1,4 @@
-"""Training checkpoints: what they hold, and loading them back safely and verified.
+"""Training checkpoints: writing them, what they hold, and loading them back safely and verified.
 
 A checkpoint is a dict of tensors and plain values written with ``spos_hw.io.save_checkpoint``
 and read only with ``spos_hw.io.load_checkpoint`` (``weights_only=True``). Keys:
@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from spos_hw.errors import ArtifactError, ArtifactMismatch
-from spos_hw.io import load_checkpoint
+from spos_hw.io import atomic_write_json, load_checkpoint, save_checkpoint
 from spos_hw.nas.space import SearchSpace
 
 FORMAT = 1
+
+TRAINING_STATE = ("model", "optimizer", "scheduler", "scaler", "sampler")
+"""Keys of the trainer's state that only the checkpoint holds (the summary JSON leaves them out)."""
 
 RESUME_FREE = frozenset({"out", "resume", "overwrite", "log_every", "ckpt_every", "device", "threads", "workers", "accum"})
 """Config fields a resumed run may change: they do not alter the training trajectory."""
@@ -38,18 +41,41 @@ def versions() -> dict[str, str]:
     return {k: str(v) for k, v in found.items()} | {"python": platform.python_version()}  # TorchVersion is no plain str
 
 
+def write_checkpoint(
+    path: str | Path,
+    summary_path: str | Path,
+    *,
+    kind: str,
+    space: SearchSpace,
+    config: dict[str, Any],
+    total_steps: int,
+    state: dict[str, Any],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Write a checkpoint atomically (``kind``, space, resolved config, trainer ``state``, ``extra``)
+    and its JSON summary (everything but the tensors and the space spec) beside it."""
+    ckpt = {
+        "kind": kind,
+        "format": FORMAT,
+        "space": space.to_json(),
+        "space_name": space.name,
+        "fingerprint": space.fingerprint,
+        "config": config,
+        "total_steps": total_steps,
+        **state,
+        **extra,
+        "versions": versions(),
+    }
+    save_checkpoint(path, ckpt)
+    atomic_write_json(summary_path, {k: v for k, v in ckpt.items() if k not in (*TRAINING_STATE, "space")})
+    return ckpt
+
+
 def space_of(ckpt: dict, path: str | Path = "checkpoint") -> SearchSpace:
     """The space a checkpoint was made for, rebuilt from its spec and checked against its fingerprint."""
-    try:
-        space = SearchSpace.from_json(ckpt["space"])
-    except (KeyError, TypeError) as exc:
-        raise ArtifactError(f"checkpoint {str(path)!r} has no usable space spec ({exc})") from None
-    if space.fingerprint != ckpt.get("fingerprint"):
-        raise ArtifactMismatch(
-            f"checkpoint {str(path)!r} records space fingerprint {ckpt.get('fingerprint')} but its spec hashes to "
-            f"{space.fingerprint} (made by another spos-hw version?)"
-        )
-    return space
+    from spos_hw.nas.spaces import space_from_record
+
+    return space_from_record(ckpt.get("space"), ckpt.get("fingerprint"), f"checkpoint {str(path)!r}")
 
 
 def check_space(ckpt: dict, space: SearchSpace, path: str | Path) -> None:
@@ -129,4 +155,40 @@ def load_subnet(path: str | Path):
     return net, ckpt
 
 
-__all__ = ["FORMAT", "check_kind_and_space", "check_resumable", "load_subnet", "load_supernet", "space_of", "versions"]
+def data_for_checkpoint(ckpt: dict, space: SearchSpace, data=None):
+    """The dataset and held-out split a supernet checkpoint was trained with (for search).
+
+    ``data`` overrides the recorded dataset (an image folder that moved, or your own
+    ``nas.data.Datasets``, which a checkpoint cannot hold); the split is rebuilt from the
+    recorded seed and size and checked against the recorded train size.
+    """
+    from spos_hw.nas.data import BUILTIN, CUSTOM_PREFIX, load_data
+
+    info = ckpt.get("data") or {}
+    name = data or info.get("dataset")
+    if not name:
+        raise ArtifactError("checkpoint records no dataset; pass --data")
+    if data in BUILTIN and info.get("dataset") not in (None, data):
+        raise ArtifactMismatch(f"the supernet was trained on {info['dataset']!r}, not {data!r}; search it on its own dataset")
+    if isinstance(name, str) and name.startswith(CUSTOM_PREFIX):
+        raise ArtifactError(f"the supernet was trained on your own datasets ({name}); pass them again (data=Datasets(train, test))")
+    loaded = load_data(name, space)
+    ho = info.get("holdout") or {"seed": 0, "size": 0}
+    split = loaded.split(int(ho["size"]), int(ho["seed"])) if ho["size"] else loaded.split(0, 0)
+    if "train_size" in ho and len(split.train) != ho["train_size"]:
+        raise ArtifactError(f"dataset {name!r} no longer matches the checkpoint ({len(split.train)} training images, recorded {ho['train_size']})")
+    return loaded, split
+
+
+__all__ = [
+    "FORMAT",
+    "TRAINING_STATE",
+    "check_kind_and_space",
+    "check_resumable",
+    "data_for_checkpoint",
+    "load_subnet",
+    "load_supernet",
+    "space_of",
+    "versions",
+    "write_checkpoint",
+]

@@ -1,11 +1,13 @@
 """Datasets for supernet training, search scoring and retraining.
 
-``load_data(spec, space)`` understands three kinds of ``--data``:
+``load_data(spec, space)`` understands four kinds of ``--data``:
 
 * ``fashion-mnist``: the Debian package ``dataset-fashion-mnist`` (IDX .gz files, read with numpy);
 * ``digits``: scikit-learn's 8x8 digits (always present; used by the tests);
 * a folder: an ImageFolder tree, ``DIR/train/<class>/*`` with an optional ``DIR/val/<class>/*``
-  (or the class folders directly under ``DIR``).
+  (or the class folders directly under ``DIR``);
+* from Python, your own ``torch.utils.data.Dataset`` pair: ``Datasets(train, test)`` (or a
+  ``(train, test)`` tuple), read once into memory.
 
 Images are adapted once to the space's input (channel count by grayscale/RGB conversion,
 size by centred zero padding when the image is only slightly smaller, by resizing otherwise)
@@ -39,6 +41,8 @@ FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
 BUILTIN = ("fashion-mnist", "digits")
+CUSTOM_PREFIX = "custom:"
+"""Recorded dataset name of ``Datasets`` (a checkpoint cannot hold the objects themselves)."""
 TEST_FRACTION = 0.2
 """Share of the data set aside (stratified, seed 0) as the test split when a dataset has none."""
 PAD_RATIO = 1.25
@@ -294,6 +298,24 @@ def eval_batches(source: ImageSource, indices: np.ndarray, batch_size: int) -> I
         yield x, torch.from_numpy(source.labels[idx])
 
 
+def stratified_subset(indices: np.ndarray, labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` of ``indices`` (sorted) with the class mix of all of them: a seeded stratified draw.
+
+    Taking the first ``n`` instead would score a class-sorted dataset (an ImageFolder tree) on its
+    first classes only. With fewer images than classes on either side the draw is plain random.
+    """
+    from sklearn.model_selection import train_test_split
+
+    indices = np.asarray(indices, dtype=np.int64)
+    if n >= len(indices):
+        return indices
+    y = np.asarray(labels)[indices]
+    classes = len(np.unique(y))
+    strat = y if n >= classes and len(indices) - n >= classes and np.bincount(y).max() >= 2 else None
+    _, picked = train_test_split(indices, test_size=n, random_state=seed, stratify=strat)
+    return np.sort(picked)
+
+
 def recalibration_batches(data: ImageData, split: Split, n: int, batch_size: int, seed: int) -> list[torch.Tensor]:
     """Fixed normalized batches from the training part for BN recalibration in search.
 
@@ -483,8 +505,10 @@ def _check_folder(root: Path, space: SearchSpace) -> tuple[Path, list[str], list
     return train_dir, classes, paths, labels
 
 
-def check_data(spec: str, space: SearchSpace) -> None:
+def check_data(spec: Any, space: SearchSpace) -> None:
     """Cheap up-front checks of ``spec`` (nothing decoded), for pipelines that load it much later."""
+    if isinstance(as_datasets(spec), Datasets):
+        return
     if spec == "fashion-mnist":
         _fashion_paths()
     elif spec != "digits":
@@ -525,8 +549,98 @@ def _image_folder(root: Path, space: SearchSpace, memory_limit: int, workers: in
                      test_origin, mean, std, aug, (), tuple(notes))  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Datasets:
+    """Your own training and test datasets, instead of a dataset name.
+
+    Each is a ``torch.utils.data.Dataset`` (map-style) of ``(image, label)`` items. Images are
+    PIL images, uint8 arrays or tensors (``H x W``, ``H x W x C`` arrays, ``C x H x W``
+    tensors), or float tensors in [0, 1] as ``ToTensor()`` makes them (kept at 8 bits): the
+    normalisation is computed from the training images, so do not ``Normalize`` them. Labels
+    are integers ``0..n-1``. Both are read once into memory.
+
+    Attributes:
+        train, test: the datasets (search holds out part of ``train``; ``test`` is for reports).
+        classes: class names (default: ``train.classes`` when it has them, else ``0..n-1``).
+        name: what checkpoints record (``custom:<name>``).
+    """
+
+    train: Any
+    test: Any
+    classes: Sequence[str] | None = None
+    name: str = "data"
+
+    @property
+    def recorded_name(self) -> str:
+        return CUSTOM_PREFIX + self.name
+
+
+def _as_uint8(image: Any, where: str) -> torch.Tensor:
+    """One dataset image as a uint8 ``[C, H, W]`` tensor."""
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+        from torchvision.transforms.v2 import functional as F
+
+        return F.pil_to_tensor(image)
+    t = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image
+    if t.dim() == 2:
+        t = t[None]
+    elif t.dim() == 3 and not isinstance(image, torch.Tensor) and t.shape[-1] in (1, 3, 4) and t.shape[0] not in (1, 3, 4):
+        t = t.permute(2, 0, 1)  # an H x W x C array
+    if t.dim() != 3:
+        raise DataError(f"{where}: images must be [C, H, W] (or H x W); got shape {list(t.shape)}")
+    if t.dtype == torch.uint8:
+        return t
+    if not t.is_floating_point():
+        raise DataError(f"{where}: images must be uint8 or float in [0, 1], got {t.dtype}")
+    if float(t.min()) < 0 or float(t.max()) > 1:
+        raise DataError(f"{where}: float images must lie in [0, 1] (ToTensor, no Normalize: spos-hw normalises itself)")
+    return (t * 255).round_().to(torch.uint8)
+
+
+def _read_dataset(ds: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every ``(image, label)`` of a map-style dataset, stacked: uint8 ``[N, C, H, W]`` and int64 labels."""
+    try:
+        n = len(ds)
+    except TypeError:
+        raise DataError(f"the {what} dataset has no len(); pass a map-style torch Dataset") from None
+    if n == 0:
+        raise DataError(f"the {what} dataset is empty")
+    images, labels = [], []
+    for i in range(n):
+        item = ds[i]
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise DataError(f"the {what} dataset's items must be (image, label) pairs; item {i} is {type(item).__name__}")
+        images.append(_as_uint8(item[0], f"{what} item {i}"))
+        labels.append(int(item[1]))
+    shapes = {tuple(x.shape) for x in images}
+    if len(shapes) != 1:
+        raise DataError(f"the {what} dataset's images differ in shape ({sorted(shapes)[:3]}); resize them to one size")
+    return torch.stack(images).numpy(), np.asarray(labels, dtype=np.int64)
+
+
+def _custom(data: Datasets, space: SearchSpace) -> ImageData:
+    xtr, ytr = _read_dataset(data.train, "training")
+    xte, yte = _read_dataset(data.test, "test")
+    n_classes = int(max(ytr.max(), yte.max())) + 1
+    if ytr.min() < 0 or yte.min() < 0:
+        raise DataError("labels must be integers 0..n-1")
+    classes = data.classes or getattr(data.train, "classes", None) or [str(i) for i in range(n_classes)]
+    if n_classes > len(classes):
+        raise DataError(f"labels go up to {n_classes - 1} but {len(classes)} class names are given")
+    h = space.input_shape[1]
+    return _tensor_data(data.recorded_name, tuple(map(str, classes)), space, xtr, ytr, xte, yte,
+                        Augment(pad=max(1, h // 16), flip=False), f"your test dataset ({len(yte)} images)")  # fmt: skip
+
+
+def as_datasets(spec: Any) -> Any:
+    """A ``(train, test)`` pair as ``Datasets``; anything else unchanged."""
+    if isinstance(spec, tuple) and len(spec) == 2 and not isinstance(spec[0], str):
+        return Datasets(*spec)
+    return spec
+
+
 def load_data(
-    spec: str,
+    spec: str | Datasets,
     space: SearchSpace,
     *,
     memory_limit: int = 2 << 30,
@@ -536,12 +650,17 @@ def load_data(
     """The dataset ``spec`` adapted to ``space``'s input shape and class count.
 
     Args:
-        spec: ``fashion-mnist``, ``digits`` or an ImageFolder path.
+        spec: ``fashion-mnist``, ``digits``, an ImageFolder path, or ``Datasets`` (a ``(train, test)`` pair).
         space: the space the data feeds (input shape, number of classes).
         memory_limit: bytes of decoded uint8 images an ImageFolder may hold in memory.
         workers: DataLoader workers for decoding image files (default: by dataset size).
         progress: show a bar while decoding an image folder.
     """
+    spec = as_datasets(spec)
+    if isinstance(spec, Datasets):
+        return _custom(spec, space)
+    if not isinstance(spec, str):
+        raise DataError(f"data must be a dataset name, an image folder or Datasets(train, test), got {type(spec).__name__}")
     if spec == "fashion-mnist":
         xtr, ytr, xte, yte = _fashion_mnist()
         aug = Augment(pad=2, flip=False)  # no flip: the images are consistently oriented (shoes face left)
@@ -555,15 +674,21 @@ def load_data(
 
 
 __all__ = [
+    "BUILTIN",
+    "CUSTOM_PREFIX",
     "Augment",
     "BatchOrder",
+    "Datasets",
     "FileSource",
     "ImageData",
     "ImageSource",
     "Split",
     "TensorSource",
+    "as_datasets",
     "augment_generator",
+    "check_data",
     "eval_batches",
     "load_data",
     "recalibration_batches",
+    "stratified_subset",
 ]

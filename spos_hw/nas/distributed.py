@@ -107,4 +107,11 @@ def shutdown(dist: Dist) -> None:
         torch.distributed.destroy_process_group()
 
 
-__all__ = ["Dist", "init_distributed", "resolve_device", "shutdown"]
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of a ``torchrun`` job (or runs alone): the one that prints."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+__all__ = ["Dist", "init_distributed", "is_main_process", "resolve_device", "shutdown"]

@@ -132,6 +132,9 @@ class SupernetScorer:
         self._choice = [[_bns(op) for op in choices] for choices in supernet.blocks]
         for bn in _bns(supernet):
             bn.momentum = None
+        for m in supernet.modules():  # ranks score different candidates: no collective may run inside scoring
+            if hasattr(m, "sync_init"):
+                m.sync_init = False
         # Quantizers never used in training initialise from the first data they see; they are
         # put back after every candidate, so each candidate initialises them from its own data
         # (as a fresh copy of the supernet would) and scores do not depend on the order.
@@ -205,14 +208,14 @@ def scorer_for_checkpoint(
         data: the dataset (default: the one recorded in the checkpoint).
         recal_images: training images for recalibration (default ``default_recal_images``),
             rounded up to whole batches of ``recal_batch_size`` (one smaller batch if fewer).
-        holdout: score on the first this many held-out images (default: all).
-        seed: which training images recalibrate.
+        holdout: score on this many held-out images, a seeded stratified subset (default: all).
+        seed: which training images recalibrate, and which held-out images are scored.
 
     Returns:
         The scorer and what it scores on (dataset, split, image counts) for the record.
     """
-    from spos_hw.nas.data import eval_batches, recalibration_batches
-    from spos_hw.nas.train import data_for_checkpoint
+    from spos_hw.nas.checkpoint import data_for_checkpoint
+    from spos_hw.nas.data import eval_batches, recalibration_batches, stratified_subset
 
     for name, v in (("recal_batch_size", recal_batch_size), ("eval_batch_size", eval_batch_size), ("recal_images", recal_images or 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -228,7 +231,8 @@ def scorer_for_checkpoint(
     if isinstance(n_holdout, bool) or not isinstance(n_holdout, int) or not 1 <= n_holdout <= len(split.holdout):
         raise DataError(f"--holdout must be in 1..{len(split.holdout)} (the held-out split's size), got {n_holdout!r}")
     recal = recalibration_batches(loaded, split, n_batches, recal_batch_size, seed)
-    hold = [(loaded.prepare(x), y) for x, y in eval_batches(loaded.train, split.holdout[:n_holdout], eval_batch_size)]
+    scored = stratified_subset(split.holdout, loaded.train.labels, n_holdout, seed)
+    hold = [(loaded.prepare(x), y) for x, y in eval_batches(loaded.train, scored, eval_batch_size)]
     channels_last = torch.device(device).type == "cpu"
     scoring = ScoringData.build(recal, hold, device=device, channels_last=channels_last)
     scorer = SupernetScorer(net.to(device), scoring, channels_last=channels_last)
@@ -239,6 +243,8 @@ def scorer_for_checkpoint(
         "recal_batch_size": recal_batch_size,
         "holdout_images": n_holdout,
     }
+    if n_holdout < len(split.holdout):  # which images: earlier versions took the first n (one class, on sorted folders)
+        info["holdout_subset"] = "stratified"
     return scorer, info
 
 

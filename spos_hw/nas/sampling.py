@@ -2,8 +2,8 @@
 
 Every sampler draws ``ArchBatch`` rows (``[n, num_blocks, 4]`` int arrays) from a
 ``numpy.random.Generator`` it owns, and has ``state_dict``/``load_state_dict`` so a resumed
-run continues the same stream. Constraints pair any cost model (FLOPs, params, BitOps,
-predicted latency: anything with ``cost(batch)``) with bounds.
+run continues the same stream. Constraints are ``nas.costs.Bound``s over any cost model (FLOPs,
+params, BitOps, predicted latency: anything with ``cost(batch)``).
 
 ``ConstrainedSampler`` follows the paper: pick one of ``bins`` equal bins of the first
 constraint's range uniformly, then draw architectures until one lands in that bin and meets
@@ -22,127 +22,28 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from spos_hw.errors import Infeasible, MissingDependency, SpaceError
+from spos_hw.errors import Infeasible, SpaceError
+from spos_hw.nas.costs import Bound, admits_all, bounds_of, display, is_additive
 from spos_hw.nas.space import CostModel, SearchSpace
+from spos_hw.rng import rng_state_from_json, rng_state_to_json
 
 log = logging.getLogger(__name__)
 
 METHODS = ("auto", "exact", "rejection")
-BUILTIN_COSTS = ("flops", "params", "bitops")
-COST_NAMES = BUILTIN_COSTS + ("latency",)
-
-
-def cost_model(space: SearchSpace, name: str, lut: str | None = None) -> CostModel:
-    """A built-in cost model of ``space``, or the latency predictor compiled from ``lut``.
-
-    The latency package is imported only here, and only for ``latency``: sampling, training and
-    search work with any object that has ``cost(batch)``.
-    """
-    if name in BUILTIN_COSTS:
-        return space.cost_model(name)
-    if name != "latency":
-        raise SpaceError(f"unknown cost model {name!r}; choose one of {', '.join(COST_NAMES)}")
-    if not lut:
-        raise SpaceError("a latency constraint needs a latency table: pass --lut lut.json (made by `spos-hw profile`)")
-    try:
-        from spos_hw.latency.predictor import load_predictor
-    except ImportError:
-        raise MissingDependency("the latency predictor (spos_hw.latency.predictor) is not available in this installation") from None
-    return load_predictor(lut, space)
-
-
-def _display(model: CostModel, lo: float, hi: float | None = None) -> str:
-    """``290M..360M FLOPs`` style: values in the model's display scale, then its unit."""
-    scale = float(getattr(model, "scale", 1.0) or 1.0)
-    suffix = {1e6: "M", 1e9: "G", 1e3: "k"}.get(scale, "")
-    text = f"{lo / scale:.4g}{suffix}" + ("" if hi is None else f"..{hi / scale:.4g}{suffix}")
-    return f"{text} {getattr(model, 'unit', '')}".rstrip()
-
-
-@dataclass(frozen=True)
-class Constraint:
-    """``lo <= model.cost(arch) <= hi`` (in the model's own unit: FLOPs, params, ms ...)."""
-
-    model: CostModel
-    lo: float
-    hi: float
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.lo) and math.isfinite(self.hi)) or self.lo > self.hi:
-            raise SpaceError(f"bad {self.name} range {self.lo}..{self.hi}: need finite LO <= HI")
-
-    @classmethod
-    def scaled(cls, model: CostModel, lo: float, hi: float) -> "Constraint":
-        """Bounds in the model's display scale (``flops`` 290:360 means 290M..360M FLOPs)."""
-        scale = float(getattr(model, "scale", 1.0) or 1.0)
-        return cls(model, lo * scale, hi * scale)
-
-    @property
-    def name(self) -> str:
-        return getattr(self.model, "name", type(self.model).__name__)
-
-    def admits(self, batch: np.ndarray) -> np.ndarray:
-        """Boolean mask over an ``ArchBatch``."""
-        c = np.asarray(self.model.cost(batch))
-        return (c >= self.lo) & (c <= self.hi)
-
-    def describe(self) -> str:
-        return f"{self.name} {_display(self.model, self.lo, self.hi)}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"cost": self.name, "lo": self.lo, "hi": self.hi, "unit": getattr(self.model, "unit", "")}
-
-
-def admits_all(constraints: Sequence[Constraint], batch: np.ndarray) -> np.ndarray:
-    mask = np.ones(np.asarray(batch).shape[0], dtype=bool)
-    for c in constraints:
-        mask &= c.admits(batch)
-    return mask
-
-
-def model_bounds(model: CostModel) -> tuple[float, float] | None:
-    """Exact (min, max) of a cost model over the space, when it can tell."""
-    bounds = getattr(model, "bounds", None)
-    return tuple(map(float, bounds())) if callable(bounds) else None  # type: ignore[return-value]
-
-
-def _is_additive(model: CostModel) -> bool:
-    return hasattr(model, "per_block") and hasattr(model, "fixed") and hasattr(model, "table")
-
-
-# ----------------------------------------------------------------------------- RNG state
-
-
-def _encode(v: Any) -> Any:
-    """PCG64 states hold 128-bit ints; checkpoints store ints as strings (weights_only-safe)."""
-    if isinstance(v, dict):
-        return {k: _encode(x) for k, x in v.items()}
-    if isinstance(v, bool) or not isinstance(v, int):
-        return v
-    return {"int": str(v)}
-
-
-def _decode(v: Any) -> Any:
-    if isinstance(v, dict):
-        if set(v) == {"int"}:
-            return int(v["int"])
-        return {k: _decode(x) for k, x in v.items()}
-    return v
 
 
 class _RngState:
     rng: np.random.Generator
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": _encode(self.rng.bit_generator.state)}
+        return {"rng": rng_state_to_json(self.rng)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.bit_generator.state = _decode(state["rng"])
+        rng_state_from_json(self.rng, state["rng"])
 
 
 class Sampler(Protocol):
@@ -243,7 +144,8 @@ class ConstrainedSampler(_RngState):
 
     Args:
         space: the search space.
-        constraints: the first one is binned; the others are checked on every draw.
+        constraints: bounds on cost models; the first one is binned, the others are checked on
+            every draw. Open ends are closed by the model's exact bounds.
         rng: the generator every draw comes from (its state is the sampler's state).
         bins: number of equal bins of the first constraint's achievable range (paper: 7).
         method: ``exact`` (DP proposals, additive first constraint), ``rejection`` (uniform
@@ -255,7 +157,7 @@ class ConstrainedSampler(_RngState):
     def __init__(
         self,
         space: SearchSpace,
-        constraints: Sequence[Constraint],
+        constraints: Sequence[Bound],
         *,
         rng: np.random.Generator,
         bins: int = 7,
@@ -272,20 +174,20 @@ class ConstrainedSampler(_RngState):
         if max_tries < 1:
             raise SpaceError(f"max_tries must be >= 1, got {max_tries}")
         self.space, self.rng = space, rng
-        self.constraints = tuple(constraints)
+        self.constraints = tuple(c.closed() for c in constraints)
         self.max_tries = int(max_tries)
         primary = self.constraints[0]
         for c in self.constraints:
-            b = model_bounds(c.model)
+            b = bounds_of(c.model)
             if b is not None and (c.hi < b[0] or c.lo > b[1]):
                 raise Infeasible(
-                    f"{c.describe()} is outside the achievable range {_display(c.model, *b)} of space {space.name!r}"
+                    f"{c.describe()} is outside the achievable range {display(c.model, *b)} of space {space.name!r}"
                 )
-        bounds = model_bounds(primary.model)
+        bounds = bounds_of(primary.model)
         lo, hi = (max(primary.lo, bounds[0]), min(primary.hi, bounds[1])) if bounds else (primary.lo, primary.hi)
         bins = 1 if hi <= lo else bins
         self.edges = np.linspace(lo, hi, bins + 1)
-        additive = _is_additive(primary.model)
+        additive = is_additive(primary.model)
         if method == "exact" and not additive:
             raise SpaceError(f"exact sampling needs an additive cost model; {primary.name!r} is not (use rejection)")
         self.method = "exact" if method == "exact" or (method == "auto" and additive) else "rejection"
@@ -301,6 +203,33 @@ class ConstrainedSampler(_RngState):
                 raise Infeasible(f"no architecture of space {space.name!r} has {primary.describe()}")
             if len(self.live_bins) < bins:
                 log.info("constrained sampling: %d of %d bins hold no architecture and are skipped", bins - len(self.live_bins), bins)
+        if len(self.constraints) > 1:
+            self.live_bins = self._jointly_feasible(self.live_bins)
+
+    def _jointly_feasible(self, bins: list[int]) -> list[int]:
+        """The bins where some architecture also meets every other constraint, found before training.
+
+        A bin can hold architectures of the first constraint and still none that meets the others;
+        drawing from it mid-training would fail, and a resumed run would repeat the same failing
+        draw. Each bin is probed once with a private generator (the sampler's stream is untouched):
+        a bin whose ``max_tries`` proposals find nothing is left out.
+        """
+        probe = np.random.default_rng(0x5B1)
+        live = []
+        for b in bins:
+            try:
+                self._draw(b, 1, probe)
+            except Infeasible:
+                log.info("constrained sampling: %s holds nothing that meets every constraint; skipped", self._describe_bin(b))
+                continue
+            live.append(b)
+        if not live:
+            ranges = ", ".join(f"{c.name} {display(c.model, *bounds_of(c.model))}" for c in self.constraints if bounds_of(c.model))
+            raise Infeasible(
+                f"no architecture of space {self.space.name!r} meets {' and '.join(c.describe() for c in self.constraints)} "
+                f"at once (achievable alone: {ranges})"
+            )
+        return live
 
     def bin(self, b: int) -> tuple[float, float]:
         return float(self.edges[b]), float(self.edges[b + 1])
@@ -308,7 +237,7 @@ class ConstrainedSampler(_RngState):
     def _describe_bin(self, b: int) -> str:
         lo, hi = self.bin(b)
         model = self.constraints[0].model
-        return f"bin {b + 1}/{len(self.edges) - 1} ({_display(model, lo, hi)})"
+        return f"bin {b + 1}/{len(self.edges) - 1} ({display(model, lo, hi)})"
 
     def _in_bin(self, batch: np.ndarray, b: int) -> np.ndarray:
         lo, hi = self.bin(b)
@@ -319,18 +248,19 @@ class ConstrainedSampler(_RngState):
             ok &= con.admits(batch)
         return ok
 
-    def _propose(self, b: int, n: int) -> np.ndarray:
+    def _propose(self, b: int, n: int, rng: np.random.Generator) -> np.ndarray:
         if self.grid is not None:
-            return self.grid.propose(self.rng, n, *self.bin(b))
-        return self.space.sample(self.rng, n)
+            return self.grid.propose(rng, n, *self.bin(b))
+        return self.space.sample(rng, n)
 
-    def _draw(self, b: int, m: int) -> np.ndarray:
+    def _draw(self, b: int, m: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """``m`` independent draws from bin ``b`` (at most ``max_tries`` proposals per draw)."""
+        rng = self.rng if rng is None else rng
         found: list[np.ndarray] = []
         have, tried, budget = 0, 0, self.max_tries * m
         chunk = max(16, 2 * m) if self.method == "exact" else 256
         while have < m and tried < budget:
-            props = self._propose(b, min(chunk, budget - tried))
+            props = self._propose(b, min(chunk, budget - tried), rng)
             tried += len(props)
             hit = props[self._in_bin(props, b)][: m - have]
             found.append(hit)
@@ -361,30 +291,59 @@ class ConstrainedSampler(_RngState):
         }
 
 
-def make_sampler(
+class FeasibleSampler:
+    """Uniform architectures among those meeting every bound, by bounded rejection (search's random candidates).
+
+    Proposals are uniform over the whole space; each returned row meets every bound (the
+    distribution the official search's random candidates have). After ``max_tries``
+    proposals without enough hits it raises ``Infeasible`` with the smallest costs seen.
+    """
+
+    def __init__(self, space: SearchSpace, bounds: Sequence[Bound], *, rng: np.random.Generator, max_tries: int = 200_000) -> None:
+        self.space, self.bounds, self.rng, self.max_tries = space, tuple(bounds), rng, int(max_tries)
+
+    def sample(self, n: int) -> np.ndarray:
+        out: list[np.ndarray] = []
+        tried, chunk = 0, 256
+        best = {b.name: math.inf for b in self.bounds}
+        while sum(len(o) for o in out) < n and tried < self.max_tries:
+            props = self.space.sample(self.rng, min(chunk, self.max_tries - tried))
+            tried += len(props)
+            for b in self.bounds:
+                best[b.name] = min(best[b.name], float(np.min(b.model.cost(props))))
+            out.append(props[admits_all(self.bounds, props)])
+            chunk = min(chunk * 2, 8192)
+        rows = np.concatenate(out) if out else np.zeros((0, self.space.num_blocks, 4), dtype=np.int64)
+        if len(rows) < n:
+            seen = ", ".join(f"{b.name} {display(b.model, best[b.name])}" for b in self.bounds)
+            raise Infeasible(
+                f"found {len(rows)} of {n} architectures meeting {' and '.join(b.describe() for b in self.bounds)} "
+                f"in {tried} random tries (smallest seen: {seen}); loosen the budgets"
+            )
+        return rows[:n]
+
+
+def make_path_sampler(
     space: SearchSpace,
-    constraints: Sequence[Constraint] = (),
+    constraints: Sequence[Bound] = (),
     *,
     rng: np.random.Generator,
     bins: int = 7,
     method: str = "auto",
     max_tries: int = 100_000,
 ) -> UniformSampler | ConstrainedSampler:
-    """Uniform when there are no constraints, uniform-constrained otherwise."""
+    """The path sampler of supernet training: uniform without constraints, uniform-constrained otherwise."""
     if not constraints:
         return UniformSampler(space, rng=rng)
     return ConstrainedSampler(space, constraints, rng=rng, bins=bins, method=method, max_tries=max_tries)
 
 
 __all__ = [
-    "COST_NAMES",
+    "METHODS",
     "AdditiveGrid",
-    "Constraint",
     "ConstrainedSampler",
+    "FeasibleSampler",
     "Sampler",
     "UniformSampler",
-    "admits_all",
-    "cost_model",
-    "make_sampler",
-    "model_bounds",
+    "make_path_sampler",
 ]

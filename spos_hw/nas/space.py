@@ -24,12 +24,11 @@ from typing import Any, ClassVar, Iterable, Protocol, Sequence
 import numpy as np
 
 from spos_hw.errors import ArchError, SpaceError
+from spos_hw.nn.bits import FULL_PRECISION
 
 DIMS: tuple[str, ...] = ("op", "ch", "w", "a")
 """Names of the choice dimensions, in ``ArchBatch`` order."""
 
-FULL_PRECISION = 32
-"""Bit width that means "not quantized" (BitOps of a float layer count 32 x 32 per MAC)."""
 
 
 # ----------------------------------------------------------------------------- layer plans

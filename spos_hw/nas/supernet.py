@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from spos_hw.nas.blocks import Head, Stem, build_block
-from spos_hw.nas.layers import layers_for
+from spos_hw.nas.blocks import ConvBNAct, Head, Stem, build_block
 from spos_hw.nas.space import Arch, SearchSpace
+from spos_hw.nn.factory import layers_for
 
 
 class Supernet(nn.Module):
@@ -56,6 +56,33 @@ class Supernet(nn.Module):
         for choices, (op, _, _) in zip(self.blocks, self.path(arch)):
             params += list(choices[op].parameters())
         return params
+
+    def partial_parameters(self, arch: Arch | np.ndarray) -> list[tuple[nn.Parameter, tuple[slice, ...]]]:
+        """Parameters ``arch`` uses only in part (narrower channel choices), with the used slice.
+
+        These are the conv weights (first output and input channels) and, in quantized spaces,
+        their per-channel weight step sizes (first output channels). Their gradient is zero
+        outside the slice, but SGD's momentum and weight decay would still move it; the trainer
+        restores those entries after the step so unchosen channels stay put.
+        """
+        row = arch.to_array() if isinstance(arch, Arch) else np.asarray(arch)
+        out: list[tuple[nn.Parameter, tuple[slice, ...]]] = []
+        for pos, choices in zip(self.space.positions, self.blocks):
+            choice = row[pos.index]
+            plan = self.space.plan(pos, choice)
+            wbits = self.space.bits(choice)[0]
+            convs = [u.conv for u in choices[int(choice[0])].modules() if isinstance(u, ConvBNAct)]  # plan order
+            if len(convs) != len(plan.convs):
+                raise RuntimeError(f"block {pos.index}: {len(convs)} conv modules but the plan lists {len(plan.convs)}")
+            for conv, spec in zip(convs, plan.convs):
+                used = (spec.cout, spec.cin // spec.groups)
+                if used == tuple(conv.weight.shape[:2]):
+                    continue
+                out.append((conv.weight, (slice(0, used[0]), slice(0, used[1]))))
+                steps = getattr(conv, "wq", None)
+                if steps is not None and f"b{wbits}" in steps and used[0] != conv.weight.shape[0]:
+                    out.append((steps[f"b{wbits}"].scale, (slice(0, used[0]),)))
+        return out
 
     def materialize(self, arch: Arch, *, copy_weights: bool = True) -> "SubNet":
         """A standalone network holding only ``arch``'s ops at their exact widths.

@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spos_hw.errors import QuantError
-from spos_hw.nas.layers import Layers, Linear, SliceBatchNorm2d, SliceConv2d
-from spos_hw.nas.space import FULL_PRECISION
+from spos_hw.nn.bits import FULL_PRECISION
+from spos_hw.nn.factory import Layers
+from spos_hw.nn.layers import Linear, SliceBatchNorm2d, SliceConv2d
 from spos_hw.quant.fake_quant import check_bits, fake_quant, grad_scale, lsq_grad_factor, quant_range
 
 EPS = 1e-8
@@ -51,6 +52,10 @@ class LsqQuantizer(nn.Module):
         self.scale = nn.Parameter(torch.ones(channels) if channels else torch.ones(()))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self._ready = False
+        self.sync_init = True
+        """Average a per-tensor initialisation over torch.distributed ranks (training: every rank runs
+        the same path). Search turns it off: ranks score different candidates, and a collective
+        there would pair one rank's candidate with another's (or hang)."""
 
     def extra_repr(self) -> str:
         per = f"channels={self.channels}" if self.channels else "per-tensor"
@@ -62,7 +67,7 @@ class LsqQuantizer(nn.Module):
         a = source.detach().float().abs()
         m = a.flatten(1).mean(1) if self.channels else a.mean()
         s = m if (self.bits == 1 and self.signed) else 2 * m / self.qmax**0.5
-        if not self.channels and torch.distributed.is_available() and torch.distributed.is_initialized():
+        if self.sync_init and not self.channels and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(s)
             s /= torch.distributed.get_world_size()
         self.scale.copy_(s.clamp_min(EPS).to(self.scale.device))

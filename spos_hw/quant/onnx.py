@@ -2,7 +2,7 @@
 
 The dynamo exporter ignores ``autograd.Function.symbolic``; custom ops are lowered through
 ``torch.onnx.export(..., dynamo=True, custom_translation_table=translation_table(opset))``.
-``spos_hw.export.onnx`` merges this table into its own.
+``spos_hw.deploy.onnx`` merges this table into its own.
 
 Integer containers (the zero point's dtype decides Q's output type):
 

@@ -7,12 +7,12 @@ import onnx
 import pytest
 import torch
 
-from spos_hw.export.onnx import export_onnx
+from spos_hw.deploy.onnx import export_onnx
 from spos_hw.latency.modules import BlockAt, PartAt
 from spos_hw.latency.onnx_units import compose, export_units
-from spos_hw.latency.protocol import ort_session
 from spos_hw.latency.units import Unit
 from spos_hw.nas.supernet import SubNet
+from spos_hw.protocol import ort_session
 
 
 def test_export_onnx_writes_a_checked_model(tmp_path):

@@ -13,8 +13,7 @@ from spos_hw.latency.predictor import load_predictor, predictor_from_table, tabl
 from spos_hw.latency.profile import profile_space
 from spos_hw.latency.runtimes.torch_runtime import TorchRuntime
 from spos_hw.latency.table import LatencyTable
-from tests.conftest import kill_during
-from tests.latency.conftest import FAST
+from tests.support.spaces import FAST
 
 
 class Killed(Exception):
@@ -117,29 +116,3 @@ def test_ort_table_records_onnx_export(ort_lut):
     assert all(v["min"] > 0 and v["n"] == FAST.samples for v in d["entries"].values())
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_from_the_cli(tiny_file, tmp_path):
-    """A real kill -9 of `spos-hw profile`, then `--resume`: the finished turns survive."""
-    import subprocess
-    import sys
-
-    out = tmp_path / "lut.json"
-    args = [sys.executable, "-m", "spos_hw", "profile", "--space", str(tiny_file), "--runtime", "torch", "--calibrate", "2",
-            "--rounds", "150", "--repeats", "3", "--warmup", "1", "--out", str(out), "--json"]
-    at = int(np.random.default_rng(8).integers(10, 60))  # a seeded random number of finished turns
-    kept = 0
-
-    def ready() -> bool:
-        nonlocal kept
-        if out.exists():
-            partial = json.loads(out.read_text())  # always whole: writes are atomic
-            kept = sum(len(v) for v in (partial.get("samples") or {}).values())
-        return kept >= at
-
-    kill_during(args, ready, rng=np.random.default_rng(at), timeout=120)
-    partial = LatencyTable.load(out, allow_partial=True)
-    assert sum(len(v) for v in partial.samples.values()) >= kept >= at
-    res = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr
-    table = LatencyTable.load(out)
-    assert table.complete and all(s["n"] == 150 * 3 for s in table.entries.values())

@@ -11,7 +11,7 @@ import pytest
 from spos_hw.errors import ArtifactError, ArtifactMismatch
 from spos_hw.latency import calibration
 from spos_hw.latency.table import LatencyTable, load_table
-from tests.latency.conftest import make_tiny
+from tests.support.spaces import make_tiny
 
 
 def test_table_roundtrip_and_schema(ort_lut, tiny):

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from spos_hw.errors import ArchError
-from spos_hw.nas.layers import SliceBatchNorm2d
 from spos_hw.nas.spaces import get_space
 from spos_hw.nas.supernet import Supernet
+from spos_hw.nn.layers import SliceBatchNorm2d
 
 
 def _warm_bn(net, space, rng, steps=4, batch=8):

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from spos_hw.errors import QuantError
-from spos_hw.nas.layers import SliceBatchNorm2d, SliceConv2d
 from spos_hw.nas.spaces import get_space
 from spos_hw.nas.supernet import Supernet
+from spos_hw.nn.layers import SliceBatchNorm2d, SliceConv2d
 from spos_hw.quant.layers import BitsBatchNorm2d, LsqQuantizer, QuantConv2d, QuantLinear, quant_layers, quantizers
 
 

@@ -3,7 +3,7 @@ tensorrt (cuda). One module each, one small interface (``Runtime``).
 
 A runtime is a context manager: it fixes thread counts (and restores them on exit). ``timer``
 prepares one module for its input shape and returns ``timer(n) -> n run times in ms``; the
-ONNX-based runtimes export it with ``spos_hw.export.onnx`` first.
+ONNX-based runtimes export it with ``spos_hw.deploy.onnx`` first.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 from typing import Any, ClassVar
 
 from spos_hw.errors import RuntimeUnavailable
-from spos_hw.latency.protocol import Protocol, Timer
+from spos_hw.protocol import Protocol, Timer
 
 RUNTIMES = ("torch", "onnxruntime", "tensorrt")
 
@@ -81,7 +81,7 @@ class Runtime:
         raise NotImplementedError
 
     def device_name(self) -> str:
-        from spos_hw.latency.protocol import cpu_name
+        from spos_hw.protocol import cpu_name
 
         if self.device == "cpu":
             return cpu_name()

@@ -1,6 +1,6 @@
 """ONNX Runtime: CPU execution provider, or the CUDA EP when onnxruntime-gpu provides it.
 
-Modules are exported with the shared helper (``spos_hw.export.onnx``); sessions and timers
+Modules are exported with the shared helper (``spos_hw.deploy.onnx``); sessions and timers
 come from ``latency.protocol`` (the same code a board bundle runs): fixed intra-op threads,
 ``session.intra_op.allow_spinning=0``, sequential execution, IOBinding.
 """
@@ -8,8 +8,8 @@ come from ``latency.protocol`` (the same code a board bundle runs): fixed intra-
 from __future__ import annotations
 
 from spos_hw.errors import MissingDependency, RuntimeUnavailable
-from spos_hw.latency.protocol import Timer, ort_runtime_record, ort_session, ort_timer
 from spos_hw.latency.runtimes import Runtime
+from spos_hw.protocol import Timer, ort_runtime_record, ort_session, ort_timer
 
 
 class OrtRuntime(Runtime):
@@ -43,9 +43,9 @@ class OrtRuntime(Runtime):
         return rec
 
     def timer(self, module, input_shape: tuple[int, ...]) -> Timer:
-        from spos_hw.export.onnx import export_onnx
-
         import torch
+
+        from spos_hw.deploy.onnx import export_onnx
 
         x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
         return self.timer_from_onnx(export_onnx(module.eval(), (x,)).SerializeToString())

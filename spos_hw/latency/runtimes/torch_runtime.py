@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from spos_hw.latency.protocol import Timer, clock_ns
 from spos_hw.latency.runtimes import Runtime, require_cuda
+from spos_hw.protocol import Timer, clock_ns
 
 
 class TorchRuntime(Runtime):

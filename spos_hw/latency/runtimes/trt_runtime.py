@@ -1,6 +1,6 @@
 """TensorRT (CUDA only): parse each block's ONNX, build an engine, time it with CUDA events.
 
-Engines come from ``spos_hw.export.tensorrt`` (the one engine-building path: real ``tensorrt``
+Engines come from ``spos_hw.deploy.tensorrt`` (the one engine-building path: real ``tensorrt``
 API, ``build_serialized_network``); timing uses ``execute_async_v3`` with torch CUDA tensors
 as buffers and a torch CUDA stream, so it needs no other CUDA binding. Imported lazily: without
 TensorRT installed the runtime is a one-line ``MissingDependency`` naming the package and the
@@ -10,9 +10,9 @@ TensorRT installed the runtime is a one-line ``MissingDependency`` naming the pa
 from __future__ import annotations
 
 from spos_hw.errors import RuntimeUnavailable
-from spos_hw.export.tensorrt import WORKSPACE_BYTES, build_serialized_engine, deserialize, import_tensorrt
-from spos_hw.latency.protocol import Timer
+from spos_hw.deploy.tensorrt import WORKSPACE_BYTES, build_serialized_engine, deserialize, import_tensorrt
 from spos_hw.latency.runtimes import Runtime, require_cuda
+from spos_hw.protocol import Timer
 
 
 class TensorRTRuntime(Runtime):
@@ -35,16 +35,16 @@ class TensorRTRuntime(Runtime):
                 "timing": "cuda_events", "api": "execute_async_v3"}
 
     def timer(self, module, input_shape: tuple[int, ...]) -> Timer:
-        from spos_hw.export.onnx import export_onnx
-
         import torch
+
+        from spos_hw.deploy.onnx import export_onnx
 
         x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
         return self.timer_from_onnx(export_onnx(module.eval().cpu(), (x,)).SerializeToString())
 
     def build_engine(self, model: bytes):
-        """Parse ONNX bytes and build a deserialized engine (``spos_hw.export.tensorrt``)."""
-        from spos_hw.export.trt_check import has_qdq
+        """Parse ONNX bytes and build a deserialized engine (``spos_hw.deploy.tensorrt``)."""
+        from spos_hw.deploy.trt_check import has_qdq
 
         serialized = build_serialized_engine(model, trt=self.trt, logger=self.logger, strongly_typed=has_qdq(model))
         return deserialize(serialized, trt=self.trt, logger=self.logger)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from spos_hw.errors import SpaceError
-from spos_hw.nas.space import SearchSpace
+from spos_hw.errors import ArchError, ArtifactError, ArtifactMismatch, SpaceError
+from spos_hw.nas.space import Arch, SearchSpace
 from spos_hw.nas.spaces.resnet import MIXED_BITS, ResNetSpace
 from spos_hw.nas.spaces.resnet import SMALL as RESNET_SMALL
 from spos_hw.nas.spaces.shufflenetv2 import IMAGENET, PAPER_SCALES, SMALL, ShuffleNetV2Space
@@ -68,6 +68,50 @@ def get_space(spec: str) -> SearchSpace:
     return dataclasses.replace(space, **changes)
 
 
+def space_from_record(spec: Any, fingerprint: str | None, where: str) -> SearchSpace:
+    """The space an artifact was made for, rebuilt from its recorded spec (``SearchSpace.to_json()``)
+    and checked against the fingerprint it recorded (importing this module registers the families)."""
+    try:
+        space = SearchSpace.from_json(spec)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ArtifactError(f"{where} has no usable space spec ({exc})") from None
+    if space.fingerprint != fingerprint:
+        raise ArtifactMismatch(
+            f"{where} records space fingerprint {fingerprint} but its spec hashes to {space.fingerprint} "
+            "(made by another spos-hw version?)"
+        )
+    return space
+
+
+def read_arch(space: SearchSpace, spec: Any) -> Arch:
+    """An architecture of ``space`` from any form a user gives: an ``Arch``, its canonical string,
+    a JSON dict or text (``{"op": [...]}``), or a .json file (an arch, or a ``result.json`` /
+    ``summary.json`` / ``info --json`` dump that holds one)."""
+    if not isinstance(spec, str):
+        return space.arch(spec)
+    text = spec.strip()
+    if text.endswith(".json") or Path(text).is_file():
+        path = Path(text)
+        if not path.is_file():
+            raise ArchError(f"architecture file {text!r} does not exist")
+        try:
+            obj: Any = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArchError(f"architecture file {text!r} is not valid JSON: {exc}") from None
+    elif text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ArchError(f"architecture JSON is malformed: {exc}") from None
+    else:
+        return space.arch(text)
+    if isinstance(obj, dict) and "arch" in obj:  # result.json, summary.json or an info --json dump
+        obj = obj["arch_json"] if isinstance(obj.get("arch_json"), dict) else obj["arch"]
+    if not isinstance(obj, (dict, str)):
+        raise ArchError('architecture JSON must be an object like {"op": [...]} or a string')
+    return space.arch(obj)
+
+
 def _shufflenet(params: dict, **extra) -> Callable[[str], SearchSpace]:
     return lambda name: ShuffleNetV2Space(name=name, **params, **extra)
 
@@ -89,4 +133,4 @@ register_space(
     ),
 )
 
-__all__ = ["get_space", "list_spaces", "register_space"]
+__all__ = ["get_space", "list_spaces", "read_arch", "register_space", "space_from_record"]

@@ -1,0 +1,71 @@
+"""Channel-sliceable layers: one weight tensor at the widest setting serves every narrower choice.
+
+Every layer takes ``bits=(weight_bits, act_bits)`` at forward time so quantizing layers
+(``spos_hw.quant.layers``, subclasses of these) can be injected in their place; these float
+layers ignore it.
+A layer built at exactly the size it is used at runs unsliced, as a plain conv/BN/linear.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SliceConv2d(nn.Conv2d):
+    """Conv2d (no bias) that uses the first ``in`` input and first ``out_channels`` output channels.
+
+    Depthwise convs (``groups == in_channels``) follow the width of their input.
+    """
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> None:
+        super().__init__(cin, cout, k, stride, k // 2, groups=groups, bias=False)
+
+    def sliced_weight(self, cin: int, out_channels: int | None) -> tuple[torch.Tensor, int]:
+        w = self.weight
+        if self.groups > 1:
+            return (w if cin == self.out_channels else w[:cin]), cin
+        cout = out_channels or self.out_channels
+        if cout != self.out_channels or cin != self.in_channels:
+            w = w[:cout, :cin]
+        return w, 1
+
+    def forward(self, x: torch.Tensor, out_channels: int | None = None, bits=None) -> torch.Tensor:
+        w, groups = self.sliced_weight(x.shape[1], out_channels)
+        return F.conv2d(x, w, None, self.stride, self.padding, 1, groups)
+
+
+class SliceBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d over the first C channels of its statistics (C = the input's width).
+
+    With ``momentum=None`` the running statistics are an exact cumulative average, which is
+    what BN recalibration in the search uses.
+    """
+
+    def forward(self, x: torch.Tensor, bits=None) -> torch.Tensor:
+        c = x.shape[1]
+        if c == self.num_features:
+            return super().forward(x)
+        factor = 0.0
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch = self.training or self.running_mean is None
+        return F.batch_norm(
+            x,
+            self.running_mean[:c] if self.running_mean is not None else None,
+            self.running_var[:c] if self.running_var is not None else None,
+            self.weight[:c] if self.weight is not None else None,
+            self.bias[:c] if self.bias is not None else None,
+            use_batch,
+            factor,
+            self.eps,
+        )
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` with the common ``bits`` forward argument."""
+
+    def forward(self, x: torch.Tensor, bits=None) -> torch.Tensor:
+        return super().forward(x)

@@ -1,0 +1,1 @@
+"""Helpers the tests share (conftests declare only fixtures; everything else lives here)."""

@@ -1,0 +1,34 @@
+"""Small hand-built ONNX models for the export checks."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+
+def qdq_model(*, act_zp=0, act_type=TensorProto.INT8, w_scale=(0.1, 0.2), w_type="INT8", opset=21, extra=None, act_scale=(0.05,)):
+    """x -> Q/DQ (activation) -> Conv(weight via Q/DQ per channel) -> Relu [-> extra nodes]."""
+    inits = [
+        numpy_helper.from_array(np.ones((2, 1, 1, 1), np.float32), "w"),
+        numpy_helper.from_array(np.array(w_scale, np.float32), "w_scale"),
+        numpy_helper.from_array(np.array(act_scale[0] if len(act_scale) == 1 else act_scale, np.float32), "a_scale"),
+        helper.make_tensor("a_zp", act_type, [] if len(act_scale) == 1 else [len(act_scale)], [act_zp] * len(act_scale)),
+    ]
+    wq = {"output_dtype": getattr(TensorProto, w_type)}
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "a_scale", "a_zp"], ["xq"], name="act_q", **({"axis": 1} if len(act_scale) > 1 else {})),
+        helper.make_node("DequantizeLinear", ["xq", "a_scale", "a_zp"], ["xd"], name="act_dq", **({"axis": 1} if len(act_scale) > 1 else {})),
+        helper.make_node("QuantizeLinear", ["w", "w_scale"], ["wq"], name="w_q", axis=0, **wq),
+        helper.make_node("DequantizeLinear", ["wq", "w_scale"], ["wd"], name="w_dq", axis=0),
+        helper.make_node("Conv", ["xd", "wd"], ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    out = "y"
+    for node in extra or []:
+        nodes.append(node)
+        out = node.output[0]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 2, 4, 4])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
