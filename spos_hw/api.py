@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from spos_hw.errors import ConfigError, MissingDependency
 from spos_hw.deploy.config import ExportConfig
 from spos_hw.latency.config import ProfileConfig, ValidateConfig
-from spos_hw.nas.config import RetrainConfig, SearchConfig, SupernetConfig
+from spos_hw.nas.config import RankCheckConfig, RetrainConfig, SearchConfig, SupernetConfig
 from spos_hw.nas.costs import builtin_costs
 from spos_hw.nas.data import Datasets
 from spos_hw.nas.space import Arch, CostModel, SearchSpace
@@ -160,6 +160,18 @@ def search(config: SearchConfig | None = None, /, *, progress: bool = True, **op
     return search_supernet(cfg, cost_models=lambda space: cost_models(space, cfg.lut), progress=progress)
 
 
+def rank_check(config: RankCheckConfig | None = None, /, *, progress: bool = True, **options: Any) -> dict[str, Any]:
+    """Does the supernet rank architectures as training them does? (``spos-hw rank-check``)
+
+    Kendall tau and Spearman rho (bootstrap 95% CIs) between supernet scores and stand-alone
+    accuracies after one short retrain recipe, with the noise ceiling between retrain seeds.
+    """
+    cfg = make_config(RankCheckConfig, config, options)
+    from spos_hw.nas.rank_check import rank_check as run
+
+    return run(cfg, cost_models=lambda space: cost_models(space, cfg.lut), progress=progress)
+
+
 def export(config: ExportConfig | None = None, /, *, progress: bool = True, verify_inputs: Any = None, **options: Any) -> dict[str, Any]:
     """Export a retrained net (or a random-init arch) to verified ONNX or a TensorRT engine (``spos-hw export``).
 
@@ -180,6 +192,7 @@ __all__ = [
     "Datasets",
     "ExportConfig",
     "ProfileConfig",
+    "RankCheckConfig",
     "RetrainConfig",
     "SearchConfig",
     "SupernetConfig",
@@ -189,6 +202,7 @@ __all__ = [
     "get_space",
     "info",
     "profile",
+    "rank_check",
     "retrain",
     "search",
     "train_supernet",

@@ -207,9 +207,69 @@ class SearchConfig:
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
 
+@dataclass(frozen=True, kw_only=True)
+class RankCheckConfig:
+    """``spos-hw rank-check``: does the supernet rank architectures as training them alone does?
+
+    ``archs`` architectures, one per equal-width bin of the ``stratify`` cost between its 1st and
+    99th percentile (within ``budgets`` if given), each retrained with one fixed short recipe;
+    ``repeated`` of them also with ``seeds - 1`` more seeds, for the noise ceiling.
+    """
+
+    supernet: str  # a `spos-hw train-supernet` checkpoint
+    out: str = "rank-check"  # folder: plan, scores, retrains (each a resumable unit), rank_check.json/.png
+    archs: int = 30  # architectures, stratified by cost
+    repeated: int = 10  # of them retrained with more seeds (noise ceiling: tau between seeds)
+    seeds: int = 2  # seeds of the repeated architectures
+    stratify: str = "flops"  # flops | params | bitops | latency (needs lut)
+    lut: str | None = None  # latency table (for latency budgets or stratification)
+    budgets: Mapping[str, float | None] = field(default_factory=dict)  # upper limits, as search takes them
+    data: Any = None  # the dataset (default: the supernet's)
+    epochs: float | None = None  # retrain recipe: passes over the training data [0.5]
+    steps: int | None = None  # ... or optimizer steps
+    batch_size: int = 128
+    lr: float | None = None  # [the dataset's]
+    recal_images: int | None = None  # supernet scoring, as search [the paper's share]
+    holdout: int | None = None  # held-out images scored [all]
+    seed: int = 0  # the architecture draw, and the first retrain seed
+    resamples: int = 2000  # bootstrap resamples of the confidence intervals
+    threads: int | None = None
+    device: str = "auto"
+    resume: bool = False  # continue the check in `out` (finished retrains are kept)
+    overwrite: bool = False  # start the check in `out` again
+
+    def __post_init__(self) -> None:
+        budgets = dict(self.budgets or {})
+        unknown = sorted(set(budgets) - set(BUDGET_KINDS))
+        check((not unknown, f"unknown budget {unknown[0] if unknown else ''!r}; choose from {', '.join(BUDGET_KINDS)}"))
+        object.__setattr__(self, "budgets", {k: budgets.get(k) for k in BUDGET_KINDS})
+        if self.epochs is None and self.steps is None:
+            object.__setattr__(self, "epochs", 0.5)
+        check(
+            (positive_int(self.archs) and self.archs >= 3, f"--archs must be an integer >= 3, got {self.archs!r}"),
+            (isinstance(self.repeated, int) and 0 <= self.repeated <= self.archs, f"--repeated must be in 0..{self.archs} (--archs), got {self.repeated!r}"),
+            (positive_int(self.seeds) and (self.seeds >= 2 or self.repeated == 0), f"--seeds must be >= 2 when archs are repeated, got {self.seeds!r}"),
+            (self.stratify in ("flops", "params", "bitops", "latency"), f"--stratify must be flops, params, bitops or latency, got {self.stratify!r}"),
+            ((self.stratify != "latency" and self.budgets["latency"] is None) or self.lut is not None,
+             "a latency budget or --stratify latency needs a latency table: pass --lut lut.json (made by `spos-hw profile`)"),
+            (self.steps is None or self.epochs is None, "give steps or epochs, not both"),
+            (self.steps is None or positive_int(self.steps), f"--steps must be >= 1, got {self.steps}"),
+            (self.epochs is None or self.epochs > 0, f"--epochs must be > 0, got {self.epochs}"),
+            (positive_int(self.batch_size), f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.lr is None or self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (positive_int(self.resamples), f"resamples must be >= 1, got {self.resamples}"),
+            threads_rule(self.threads),
+            (not (self.resume and self.overwrite), "give --resume or --overwrite, not both"),
+        )  # fmt: skip
+
+    def budget_values(self) -> dict[str, float]:
+        return {k: v for k, v in self.budgets.items() if v is not None}
+
+
 __all__ = [
     "PAPER",
     "RECIPES",
+    "RankCheckConfig",
     "Recipe",
     "RetrainConfig",
     "SearchConfig",

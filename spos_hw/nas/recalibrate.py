@@ -120,9 +120,18 @@ class SupernetScorer:
         data: the fixed recalibration and held-out batches.
         channels_last: run convolutions in channels_last memory format (faster on CPU).
         progress: a tqdm bar over the candidates of each call.
+        metric: ``accuracy`` (held-out top-1) or ``neg_loss`` (minus the held-out mean
+            cross-entropy): the score; higher is better either way.
     """
 
-    def __init__(self, supernet: nn.Module, data: ScoringData, *, channels_last: bool = True, progress: bool = False) -> None:
+    METRICS = ("accuracy", "neg_loss")
+
+    def __init__(
+        self, supernet: nn.Module, data: ScoringData, *, channels_last: bool = True, progress: bool = False, metric: str = "accuracy"
+    ) -> None:
+        if metric not in self.METRICS:
+            raise DataError(f"unknown scoring metric {metric!r}; choose one of {', '.join(self.METRICS)}")
+        self.metric = metric
         self.net = supernet.eval()
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
@@ -161,21 +170,33 @@ class SupernetScorer:
                 bn.eval()
 
     @torch.inference_mode()
+    def holdout_metrics(self, row: np.ndarray) -> dict[str, float]:
+        """Top-1 and mean cross-entropy on the held-out batches with the current BN statistics (eval mode)."""
+        correct, loss = 0, 0.0
+        for x, y in self.data.holdout:
+            logits = self.net(x, row).float()
+            correct += int((logits.argmax(1) == y).sum())
+            loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+        n = self.data.holdout_images
+        return {"accuracy": correct / n, "loss": loss / n}
+
     def accuracy(self, row: np.ndarray) -> float:
         """Top-1 on the held-out batches with the current BN statistics (eval mode)."""
-        correct = 0
-        for x, y in self.data.holdout:
-            correct += int((self.net(x, row).argmax(1) == y).sum())
-        return correct / self.data.holdout_images
+        return self.holdout_metrics(row)["accuracy"]
 
-    def score(self, row: np.ndarray) -> float:
+    def evaluate(self, row: np.ndarray) -> dict[str, float]:
+        """Recalibrate BN for ``row``, then its held-out accuracy and loss."""
         row = self.space.check_batch(np.asarray(row)[None])[0]
         try:
             self.recalibrate(row)
-            return self.accuracy(row)
+            return self.holdout_metrics(row)
         finally:
             for m, state in self._pristine.items():
                 m.load_state_dict(state)
+
+    def score(self, row: np.ndarray) -> float:
+        m = self.evaluate(row)
+        return m["accuracy"] if self.metric == "accuracy" else -m["loss"]
 
     def __call__(self, batch: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         rows = np.asarray(batch)

@@ -272,6 +272,12 @@ class ConstrainedSampler(_RngState):
             raise Infeasible(f"no architecture found in {self._describe_bin(b)}{extra} after {tried} proposals{hint}")
         return np.concatenate(found)
 
+    def draw_bin(self, b: int, n: int = 1) -> np.ndarray:
+        """``n`` architectures drawn uniformly from bin ``b`` (cost-stratified sets: rank checks)."""
+        if b not in self.live_bins:
+            raise Infeasible(f"{self._describe_bin(b) if 0 <= b < len(self.edges) - 1 else f'bin {b}'} holds no architecture")
+        return self._draw(b, n)
+
     def sample(self, n: int = 1) -> np.ndarray:
         """``n`` architectures, each from a uniformly chosen bin, as an ``ArchBatch``."""
         out = np.empty((n, self.space.num_blocks, 4), dtype=np.int64)

@@ -24,7 +24,7 @@ SPACE16 = "shufflenetv2-small:size=16"
 
 @pytest.mark.slow
 def test_retrain_sigkill_then_resume_is_bit_identical(tmp_path):
-    steps = 16
+    steps = 80  # enough that the kill, at most 0.35 s after step 2..10, lands before the last step even on a fast machine
     cfg = dict(space=SPACE, arch=ARCH, data="digits", steps=steps, batch_size=16, threads=1, ckpt_every=2, log_every=3)
     args = [ARCH, "--space", SPACE, "--data", "digits", "--steps", str(steps), "--batch-size", "16", "--threads", "1",
             "--ckpt-every", "2", "--log-every", "3"]  # fmt: skip
@@ -89,3 +89,30 @@ def test_sigkill_then_resume_from_the_cli(tiny_file, tmp_path):
     assert res.returncode == 0, res.stderr
     table = LatencyTable.load(out)
     assert table.complete and all(s["n"] == 150 * 3 for s in table.entries.values())
+
+
+@pytest.mark.slow
+def test_rank_check_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    """Every stand-alone retrain is a unit: a kill loses at most the one in progress, which resumes."""
+    import spos_hw
+
+    sup = tmp_path / "s.pt"
+    spos_hw.train_supernet(space=SPACE, data="digits", steps=2, batch_size=16, holdout=0.2, threads=1, out=str(sup), progress=False)
+    flags = ["--archs", "4", "--repeated", "2", "--steps", "30", "--batch-size", "16", "--recal-images", "32", "--holdout", "40",
+             "--threads", "1", "--no-progress"]  # fmt: skip
+    killed = tmp_path / "killed"
+    at = int(np.random.default_rng(3).integers(1, 4))  # finished units before the kill
+    ledger = killed / "retrains.json"
+    kill_during([sys.executable, "-m", "spos_hw", "rank-check", str(sup), *flags, "--out", str(killed)],
+                lambda: ledger.is_file() and len(json.loads(ledger.read_text())) >= at, rng=np.random.default_rng(at),
+                env=subprocess_env(), max_delay=0.5)  # fmt: skip
+    done_before = json.loads(ledger.read_text())
+    assert at <= len(done_before) < 6
+    resumed = spos_hw.rank_check(supernet=str(sup), out=str(killed), resume=True, progress=False, archs=4, repeated=2, steps=30,
+                                 batch_size=16, recal_images=32, holdout=40, threads=1)  # fmt: skip
+    assert {k: v["test_accuracy"] for k, v in done_before.items()} == {
+        k: v["test_accuracy"] for k, v in json.loads(ledger.read_text()).items() if k in done_before
+    }  # finished units were kept, not redone
+    full = spos_hw.rank_check(supernet=str(sup), out=str(tmp_path / "full"), progress=False, archs=4, repeated=2, steps=30,
+                              batch_size=16, recal_images=32, holdout=40, threads=1)  # fmt: skip
+    assert resumed["table"] == full["table"] and resumed["noise_ceiling"] == full["noise_ceiling"]

@@ -127,3 +127,15 @@ def test_sigkill_then_resume_matches_uninterrupted(run_cli, supernet, tmp_path):
     h_full = json.loads((tmp_path / "full" / "history.json").read_text())["entries"]
     h_cut = json.loads((cut / "history.json").read_text())["entries"]
     assert h_cut == h_full
+
+
+def test_rank_check_command(run_cli, supernet, tmp_path):
+    args = ["rank-check", supernet, "--archs", "3", "--repeated", "0", "--steps", "1", "--batch-size", "16",
+            "--recal-images", "32", "--holdout", "40", "--threads", "1", "--out", tmp_path / "rc"]  # fmt: skip
+    res = run_cli(*args, "--json")
+    assert res.code == 0, res.err
+    r = json.loads(res.out)
+    assert r["kind"] == "rank-check" and r["archs"] == 3 and r["noise_ceiling"] is None
+    again = run_cli(*args, "--resume")  # nothing left to retrain: the report again, as text
+    assert again.code == 0 and "Kendall tau" in again.out and "noise ceiling: not measured" in again.out
+    assert_user_error(run_cli(*args), "already exists", "--resume")

@@ -66,6 +66,7 @@ COMMANDS = {
     "retrain --resume": ["retrain", ARCH, "--space", SPACE, "--data", "digits", "--steps", "1", *TINY, "--out", "{evil}", "--resume"],
     "search --supernet": ["search", "--supernet", "{evil}", "--flops-m", "1", "--out", "{w}/s", "--no-progress"],
     "export --checkpoint": ["export", "--checkpoint", "{evil}", "--out", "{w}/n.onnx"],
+    "rank-check": ["rank-check", "{evil}", "--out", "{w}/r", "--no-progress"],
 }
 
 

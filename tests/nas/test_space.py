@@ -152,7 +152,7 @@ def _measured(space, arch):
     return counter.get_total_flops() // 2, params
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if not get_space(n).quantized])  # quantized: tests/quant/test_bitops.py
+@pytest.mark.parametrize("name", [n for n in ALL if not get_space(n).quantized])  # quantized: test_bitops_tables_match_real_modules
 def test_cost_tables_match_real_modules(name):
     space = get_space(name)
     rng = np.random.default_rng(4)
@@ -182,7 +182,7 @@ def test_arch_requires_consistent_lengths():
 # ----------------------------------------------------------------------------- BitOps = MACs x weight bits x activation bits
 
 
-def _measured(space, arch) -> tuple[int, int, int]:
+def _measured_bitops(space, arch) -> tuple[int, int, int]:
     """FLOPs, params and BitOps of the real subnet (meta device): BitOps add up, per conv/linear
     call, MACs x the bits it was called with; FLOPs come from FlopCounterMode."""
     total = 0
@@ -219,7 +219,7 @@ def test_bitops_tables_match_real_modules(name, n):
     archs = [space.random_arch(rng) for _ in range(n)]
     batch = space.encode(archs)
     expect = np.stack([space.flops.cost(batch), space.params.cost(batch), space.bitops.cost(batch)], 1)
-    np.testing.assert_array_equal(expect, [_measured(space, a) for a in archs])
+    np.testing.assert_array_equal(expect, [_measured_bitops(space, a) for a in archs])
 
 
 def test_uniform_2w2a_budget_by_hand():

@@ -111,16 +111,38 @@ def finish(strategy, costs, meta, out_dir: Path | None, elapsed: float, plots: b
         "evaluated": len(entries),
         "generations": strategy.generation,
         "elapsed_s": round(elapsed, 3),
+        "score_distribution": score_distribution([e["score"] for e in entries]),
     }
     fronts = {b.name: [entries[i] for i in pareto_front([e["score"] for e in entries], [e["costs"][b.name] for e in entries])] for b in budgets}
     if out_dir is not None:
         write_history(out_dir, space, entries, strategy.generation, meta)
         atomic_write_json(out_dir / "pareto.json", {"kind": "search-pareto", "format": FORMAT, "space_name": space.name, "fronts": fronts})
         if plots and entries:
+            title = f"{space.name}: {strategy.name} search, {len(entries)} candidates" + trust_note(meta.get("rank_check"))
             for b in budgets:
-                _plot(out_dir / f"pareto_{b.name}.png", entries, b, best_i, f"{space.name}: {strategy.name} search, {len(entries)} candidates")
+                _plot(out_dir / f"pareto_{b.name}.png", entries, b, best_i, title)
         atomic_write_json(out_dir / "result.json", summary)
     return SearchResult(best, entries, strategy.generation, len(entries), elapsed, summary)
+
+
+def score_distribution(scores: Sequence[float]) -> dict[str, Any] | None:
+    """How the candidates' scores spread: a search whose scores sit at chance level picked at random."""
+    s = np.asarray([v for v in scores if v == v], dtype=np.float64)
+    if not s.size:
+        return None
+    q = np.percentile(s, [0, 10, 25, 50, 75, 90, 100])
+    return {"n": int(s.size), "mean": float(s.mean()), "std": float(s.std()),
+            **dict(zip(("min", "p10", "p25", "median", "p75", "p90", "max"), map(float, q)))}  # fmt: skip
+
+
+def trust_note(rank: Mapping[str, Any] | None) -> str:
+    """The plot's line on how far the supernet's ranking is to be trusted (from a rank check)."""
+    if not rank:
+        return "\nno rank check of this supernet: how well it ranks is unmeasured (spos-hw rank-check)"
+    if rank.get("tau") is None:
+        return f"\nrank check (n={rank['n']}): the stand-alone accuracies were all equal, no ranking to compare"
+    ci = rank.get("tau_ci") or [float("nan")] * 2
+    return f"\nrank check: Kendall tau {rank['tau']:.2f} (95% CI {ci[0]:.2f}..{ci[1]:.2f}, n={rank['n']}) vs stand-alone accuracy"
 
 
 def _plot(path: Path, entries: Sequence[dict], budget: Bound, chosen: int | None, title: str) -> None:
@@ -182,5 +204,7 @@ __all__ = [
     "history_entries",
     "pick_best",
     "report_search",
+    "score_distribution",
+    "trust_note",
     "write_history",
 ]

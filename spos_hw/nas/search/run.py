@@ -73,11 +73,15 @@ def search_supernet(config: SearchConfig, *, cost_models: CostModels = builtin_c
         if dist.main:
             log.info("scoring: BN recalibrated on %d training images (batches of %d), top-1 on %d held-out images",
                      scoring["recal_images"], scoring["recal_batch_size"], scoring["holdout_images"])  # fmt: skip
+        from spos_hw.nas.rank_check import find_rank_check
+
+        rank = find_rank_check(config.supernet)
         meta = {
             "seed": config.seed,
             "supernet": {"path": str(config.supernet), "fingerprint": fp, "step": ckpt.get("step")},
             "lut": str(config.lut) if config.lut is not None else None,
             "data": scoring,
+            "rank_check": None if rank is None else {**rank["by_accuracy"], "noise_ceiling_tau": (rank.get("noise_ceiling") or {}).get("tau")},
             "config": record,
         }
         result = run_search(
