@@ -69,8 +69,13 @@ def info(arch: Any, space: str | SearchSpace, *, lut: str | Path | None = None) 
     parsed = read_arch(space, arch)
     summary = space.summarize(parsed)
     if lut is not None:
+        from spos_hw.latency.predictor import describe_table
+        from spos_hw.latency.table import load_table
+
         blocks = summary.pop("blocks")
         summary["latency_ms"] = float(cost_models(space, lut)["latency"].cost(parsed.to_array()))
+        table = describe_table(load_table(lut, space))
+        summary["lut"] = {k: table[k] for k in ("runtime", "device", "batch_size", "random_arch_latency", "noise_floor_pct", "spread_over_noise")}
         summary["blocks"] = blocks
     return summary
 

@@ -23,6 +23,14 @@ def _summary_text(s: dict) -> str:
         )
     lo, hi = s["predicted_range_ms"]
     lines.append(f"  predicted latency range of the space: {lo:.4f} .. {hi:.4f} ms")
+    r, noise = s["random_arch_latency"], s["noise_floor_pct"]
+    lines.append(f"  random architectures: p5 {r['p5_ms']:.4f}, median {r['median_ms']:.4f}, p95 {r['p95_ms']:.4f} ms "
+                 f"(spread {r['spread_pct']:.1f} % of the median)")  # fmt: skip
+    if noise is not None:
+        verdict = "latency budgets can separate architectures" if s["spread_over_noise"] >= 3 else (
+            "WARNING: within 3x the noise, latency budgets barely separate architectures on this machine")
+        lines.append(f"  noise floor (split-half re-test of the calibration nets): {noise:.2f} % -> spread / noise "
+                     f"{s['spread_over_noise']:.1f}: {verdict}")  # fmt: skip
     return "\n".join(lines)
 
 

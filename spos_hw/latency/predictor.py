@@ -57,11 +57,25 @@ def load_predictor(
     return predictor_from_table(load_table(path, space, batch_size=batch_size), space, calibrated=calibrated)
 
 
+def latency_spread(predictor: AdditiveCost, space: SearchSpace, *, samples: int = 100_000, seed: int = 0) -> dict:
+    """Predicted latency of uniformly random architectures: p5, median, p95 (ms) and the p5-p95 spread (%)."""
+    lat = predictor.cost(space.sample(np.random.default_rng(seed), samples))
+    p5, p50, p95 = (float(v) for v in np.percentile(lat, [5, 50, 95]))
+    return {"p5_ms": p5, "median_ms": p50, "p95_ms": p95, "spread_pct": (p95 - p5) / p50 * 100}
+
+
 def describe_table(table: LatencyTable, out: str | os.PathLike | None = None) -> dict:
-    """What ``spos-hw profile`` and ``info --lut`` report about a table (JSON-able)."""
+    """What ``spos-hw profile`` and ``info --lut`` report about a table (JSON-able).
+
+    Beside the predicted range: the p5-p95 spread of random architectures and the noise floor
+    measured while profiling; a spread within a few times the noise cannot rank by latency here.
+    """
     space = table.build_space()
-    lo, hi = predictor_from_table(table, space).bounds()
+    predictor = predictor_from_table(table, space)
+    lo, hi = predictor.bounds()
     cal = table.calibration or {}
+    spread = latency_spread(predictor, space)
+    noise = cal.get("split_half_retest_pct")
     return {
         "out": str(out) if out else None,
         "space": table.space_name,
@@ -77,8 +91,11 @@ def describe_table(table: LatencyTable, out: str | os.PathLike | None = None) ->
         "entries": len(table.entries),
         "calibration": {k: cal.get(k) for k in ("n", "slope", "intercept", "in_sample_mape", "fitted_with")},
         "predicted_range_ms": [lo, hi],
+        "random_arch_latency": spread,
+        "noise_floor_pct": noise,
+        "spread_over_noise": None if not noise else spread["spread_pct"] / noise,
         "source": table.source,
     }
 
 
-__all__ = ["describe_table", "load_predictor", "predictor_from_table", "table_cost"]
+__all__ = ["describe_table", "latency_spread", "load_predictor", "predictor_from_table", "table_cost"]

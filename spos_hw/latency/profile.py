@@ -87,11 +87,26 @@ def finish_table(table: LatencyTable, space: SearchSpace, samples: dict[str, lis
         "table_ms": [float(v) for v in sums],
         "measured_ms": [float(v) for v in measured],
         "measured": nets,
+        "split_half_retest_pct": split_half_noise([samples[net_key(a)] for a in archs], table.protocol.statistic),
     }
     table.samples = None
     table.complete = True
     table.created = _now()
     return table
+
+
+def split_half_noise(nets: Sequence[list[list[float]]], statistic: str) -> float | None:
+    """The machine's re-test noise, from the measurement itself: each whole net's statistic over its
+    even rounds against its odd rounds (mean relative difference, %). Two separate passes would
+    cost a second measurement; the halves were interleaved the same way."""
+    stat = np.min if statistic == "min" else np.median
+    diffs = []
+    for turns in nets:
+        even, odd = flatten(turns[0::2]), flatten(turns[1::2])
+        if even and odd:
+            a, b = float(stat(even)), float(stat(odd))
+            diffs.append(abs(a - b) / min(a, b))
+    return float(np.mean(diffs) * 100) if diffs else None
 
 
 def unit_models(space: SearchSpace, units: Sequence[Unit], *, progress: bool = False) -> dict:

@@ -64,6 +64,7 @@ def metrics(predicted: np.ndarray, measured: np.ndarray, remeasured: np.ndarray)
         "tau_ratio": float(tau / retest_tau) if retest_tau and retest_tau > 0 else float("nan"),
         "retest_mape": float(np.mean(np.abs(retest)) * 100),
         "measured_spread_pct": float(np.std(measured) / np.mean(measured) * 100),
+        "measured_p5_p95_pct": float(np.ptp(np.percentile(measured, [5, 95])) / np.median(measured) * 100),
     }
 
 
@@ -140,10 +141,32 @@ def validate_table(
             for a, p, m, r in zip(archs, predicted, measured, remeasured)
         ],
     }
+    report["warnings"] = noise_warnings(report)
+    for w in report["warnings"]:
+        log.warning("%s", w)
     if plot is not None:
         save_plot(report, plot)
         report["plot"] = str(plot)
     return report
+
+
+def noise_warnings(r: dict, *, too_noisy_pct: float = 10.0) -> list[str]:
+    """One-line warnings when the figures are limited by the machine's noise, not by the predictor.
+
+    The re-test figures (two passes over the same nets) are what a perfect predictor could reach here.
+    """
+    out = []
+    retest, mape, spread = r["retest_mape"], r["mape"], r["measured_p5_p95_pct"]
+    if retest > too_noisy_pct:
+        out.append(f"this machine is too noisy to validate: two passes over the same nets differ by {retest:.1f} % "
+                   f"(re-test MAPE), so MAPE {mape:.1f} % measures the noise, not the predictor")  # fmt: skip
+    elif mape <= 1.25 * retest:
+        out.append(f"the predictor's error (MAPE {mape:.2f} %) is at this machine's noise floor (re-test MAPE {retest:.2f} %): "
+                   "no predictor can be shown to do better here")  # fmt: skip
+    if spread < 3 * retest:
+        out.append(f"the nets' latencies spread only {spread:.1f} % (p5-p95), within 3x the noise ({retest:.2f} %): "
+                   "latency cannot rank them on this machine at this batch size")  # fmt: skip
+    return out
 
 
 def save_plot(report: dict, path: str | os.PathLike) -> None:
@@ -180,4 +203,4 @@ def save_plot(report: dict, path: str | os.PathLike) -> None:
         plt.close(fig)
 
 
-__all__ = ["fresh_archs", "metrics", "save_plot", "validate_table"]
+__all__ = ["fresh_archs", "metrics", "noise_warnings", "save_plot", "validate_table"]

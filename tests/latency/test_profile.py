@@ -116,3 +116,16 @@ def test_ort_table_records_onnx_export(ort_lut):
     assert all(v["min"] > 0 and v["n"] == FAST.samples for v in d["entries"].values())
 
 
+
+
+def test_table_reports_the_random_arch_spread_beside_its_noise_floor(ort_lut):
+    from spos_hw.latency.predictor import describe_table
+    from spos_hw.latency.profile import split_half_noise
+
+    d = describe_table(LatencyTable.load(ort_lut))
+    r = d["random_arch_latency"]
+    assert r["p5_ms"] <= r["median_ms"] <= r["p95_ms"] and r["spread_pct"] >= 0
+    assert d["noise_floor_pct"] is not None and d["noise_floor_pct"] >= 0
+    assert d["spread_over_noise"] == pytest.approx(r["spread_pct"] / d["noise_floor_pct"])
+    assert split_half_noise([[[1.0, 1.1], [1.2, 1.3]]], "min") == pytest.approx(20.0)  # halves' minima 1.0 and 1.2
+    assert split_half_noise([[[1.0]]], "min") is None  # one round: no halves

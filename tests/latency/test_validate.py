@@ -27,3 +27,15 @@ def test_fresh_archs_are_distinct_and_exclude_calibration(tiny):
 
     with pytest.raises(Infeasible):
         fresh_archs(tiny, tiny.size + 1, rng, set())
+
+
+def test_noise_warnings_say_when_the_machine_limits_the_figures():
+    from spos_hw.latency.validate import noise_warnings
+
+    quiet = {"retest_mape": 0.5, "mape": 2.0, "measured_p5_p95_pct": 15.0}
+    assert noise_warnings(quiet) == []
+    noisy = noise_warnings({"retest_mape": 24.0, "mape": 46.7, "measured_p5_p95_pct": 15.0})
+    assert len(noisy) == 2 and "too noisy" in noisy[0] and "spread only" in noisy[1]
+    floor = noise_warnings({"retest_mape": 1.0, "mape": 0.9, "measured_p5_p95_pct": 15.0})
+    assert len(floor) == 1 and "noise floor" in floor[0]
+    assert all("\n" not in w for w in noisy + floor)  # one line each
