@@ -110,14 +110,17 @@ def _supernet_text(r: dict[str, Any]) -> str:
 @click.command("retrain")
 @click.argument("arch")
 @_training_options("model.pt")
-def retrain_cmd(arch: str, as_json: bool, **kw) -> None:
-    """Train one architecture from scratch (BN affine) and report its test accuracy.
+@click.option("--init", type=click.Choice(["scratch", "supernet"]), default="scratch", show_default=True,
+              help="scratch (the paper), or fine-tune the supernet's inherited, BN-recalibrated weights (Once-for-All).")  # fmt: skip
+@click.option("--supernet", type=click.Path(dir_okay=False), default=None, help="The supernet to inherit from (--init supernet).")
+def retrain_cmd(arch: str, init: str, supernet: str | None, as_json: bool, **kw) -> None:
+    """Train one architecture (BN affine) and report its test accuracy.
 
     ARCH is the canonical string, inline JSON, or a .json file (a search result works).
     """
     from spos_hw.api import RetrainConfig, retrain
 
-    result = retrain(RetrainConfig(**_common(kw), arch=arch), progress=not as_json)
+    result = retrain(RetrainConfig(**_common(kw), arch=arch, init=init, supernet=supernet), progress=not as_json)
     if main_process():
         emit(result, as_json, _retrain_text)
 

@@ -95,10 +95,15 @@ def check_kind_and_space(ckpt: dict, *, kind: str, space: SearchSpace, path: str
     check_space(ckpt, space, path)
 
 
-def check_resumable(ckpt: dict, *, kind: str, space: SearchSpace, config: dict[str, Any], path: str | Path) -> None:
-    """Refuse to resume a checkpoint of another kind, space or training config."""
+def check_resumable(
+    ckpt: dict, *, kind: str, space: SearchSpace, config: dict[str, Any], path: str | Path, defaults: dict[str, Any] | None = None
+) -> None:
+    """Refuse to resume a checkpoint of another kind, space or training config.
+
+    An option the checkpoint does not record (it is older than the option) counts as its default.
+    """
     check_kind_and_space(ckpt, kind=kind, space=space, path=path)
-    old = ckpt.get("config", {})
+    old = {**(defaults or {}), **ckpt.get("config", {})}
     diffs = [
         f"{k}={old.get(k)!r} (now {config.get(k)!r})"
         for k in sorted(set(old) | set(config))

@@ -99,11 +99,24 @@ class SupernetConfig(TrainConfig):
         )  # fmt: skip
 
 
+INITS = ("scratch", "supernet")
+
+
 @dataclass(frozen=True, kw_only=True)
 class RetrainConfig(TrainConfig):
     arch: str  # canonical architecture string (validated against the space)
     out: str = "model.pt"
     eval_batch_size: int = 500  # test-time batch
+    init: str = "scratch"  # scratch (the paper) | supernet: fine-tune the inherited, BN-recalibrated weights (Once-for-All)
+    supernet: str | None = None  # the supernet checkpoint to inherit from (init=supernet)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(
+            (self.init in INITS, f"--init must be scratch or supernet, got {self.init!r}"),
+            (self.init == "scratch" or self.supernet is not None, "--init supernet needs --supernet supernet.pt (the weights to inherit)"),
+            (self.init == "supernet" or self.supernet is None, "--supernet is only read with --init supernet"),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,17 @@ class SupernetScorer:
         return np.array([self.score(r) for r in it], dtype=np.float64)
 
 
+def recalibrated_subnet(supernet: nn.Module, arch, batches: Sequence[torch.Tensor]) -> nn.Module:
+    """``arch`` cut out of ``supernet`` with the BN statistics search scored it with: the path's BN
+    recalibrated on ``batches`` (prepared training images), then its weights copied
+    (``Supernet.materialize``). Where a fine-tuning retrain starts (``retrain --init supernet``)."""
+    row = supernet.space.arch(arch).to_array() if not isinstance(arch, np.ndarray) else arch
+    scorer = SupernetScorer(supernet, ScoringData.build(batches, [(batches[0][:1], torch.zeros(1, dtype=torch.long))],
+                                                        channels_last=False), channels_last=False)  # fmt: skip
+    scorer.recalibrate(row)
+    return supernet.materialize(supernet.space.decode(row)[0])
+
+
 def scorer_for_checkpoint(
     net: nn.Module,
     ckpt: dict,
@@ -269,4 +280,4 @@ def scorer_for_checkpoint(
     return scorer, info
 
 
-__all__ = ["PAPER_RECAL_IMAGES", "ScoringData", "SupernetScorer", "default_recal_images", "scorer_for_checkpoint"]
+__all__ = ["PAPER_RECAL_IMAGES", "ScoringData", "SupernetScorer", "default_recal_images", "recalibrated_subnet", "scorer_for_checkpoint"]

@@ -85,7 +85,8 @@ class _Run:
     def finish_config(self, config: TrainConfig, n_train: int) -> TrainConfig:
         self.config = resolve(config, n_train)
         if self.previous is not None:
-            check_resumable(self.previous, kind=self.kind, space=self.space, config=self.json_config(), path=self.out)
+            defaults = {f.name: f.default for f in dataclasses.fields(self.config) if f.default is not dataclasses.MISSING}
+            check_resumable(self.previous, kind=self.kind, space=self.space, config=self.json_config(), path=self.out, defaults=defaults)
         return self.config
 
     def json_config(self) -> dict[str, Any]:
@@ -173,9 +174,25 @@ def train_supernet(
         shutdown(run.dist)
 
 
+def _inherit(cfg: RetrainConfig, run: _Run, arch) -> tuple[nn.Module, dict[str, Any]]:
+    """The subnet with the supernet's weights, its BN recalibrated on training images as search does."""
+    from spos_hw.io import file_sha256
+    from spos_hw.nas.checkpoint import load_supernet
+    from spos_hw.nas.data import recalibration_batches
+    from spos_hw.nas.recalibrate import default_recal_images, recalibrated_subnet
+
+    supernet, _ = load_supernet(cfg.supernet, run.space)  # refused when made for another space
+    split = run.data.split(0, 0)
+    n = -(-default_recal_images(len(split.train)) // 128)
+    with torch.random.fork_rng(devices=[]):
+        sub = recalibrated_subnet(supernet, arch, recalibration_batches(run.data, split, n, 128, cfg.seed))
+    return sub, {"supernet": str(cfg.supernet), "fingerprint": file_sha256(cfg.supernet)[:16], "recal_images": n * 128}
+
+
 def retrain(config: RetrainConfig, *, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
-    """Train ``config.arch`` from scratch as a standalone network (BN affine) on the full
-    training data, then report top-1 accuracy on the test split. Returns a JSON-able summary.
+    """Train ``config.arch`` as a standalone network (BN affine) on the full training data, from
+    scratch (the paper) or from the supernet's inherited weights (``init="supernet"``), then
+    report top-1 accuracy on the test split. Returns a JSON-able summary.
 
     Args:
         config: the run's options (see ``RetrainConfig``).
@@ -200,7 +217,10 @@ def retrain(config: RetrainConfig, *, progress: bool = True, stop_after: int | N
             "classes": list(run.data.classes),
             "test_accuracy": None,
         }
-        model = _seeded_init(lambda: SubNet(run.space, arch), cfg.seed)
+        if cfg.init == "supernet":
+            model, extra["inherited"] = _inherit(cfg, run, arch)
+        else:
+            model = _seeded_init(lambda: SubNet(run.space, arch), cfg.seed)
         trainer = Trainer(model, data=run.data, order=order, config=cfg, dist=run.dist)
         if run.previous is not None:
             extra["test_accuracy"] = run.previous.get("test_accuracy")

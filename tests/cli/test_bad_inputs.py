@@ -129,6 +129,9 @@ CASES = [
     ("rt-data-empty", [*RT[:5], "{empty_data}", *RT[6:], "--out", "{w}/m.pt"], ["train"]),
     ("rt-data-undecodable", [*RT[:3], SPACE2, "--data", "{broken_data}", *RT[6:], "--out", "{w}/m.pt"], ["x.png"]),
     ("rt-zero-lr", [*RT, "--lr", "0", "--out", "{w}/m.pt"], ["--lr"]),
+    ("rt-init-supernet-without-one", [*RT, "--init", "supernet", "--out", "{w}/m.pt"], ["--supernet"]),
+    ("rt-init-other-space-supernet", [*RT, "--init", "supernet", "--supernet", "{other_supernet}", "--out", "{w}/m.pt"], ["made for space"]),
+    ("rt-supernet-without-init", [*RT, "--supernet", "{supernet}", "--out", "{w}/m.pt"], ["--init supernet"]),
     # search ---------------------------------------------------------------------------------
     ("se-no-supernet", ["search", "--flops-m", "1", "--out", "{w}/s"], ["--supernet"]),
     ("se-supernet-missing", ["search", "--supernet", "{w}/nope.pt", "--flops-m", "1", "--out", "{w}/s"], ["does not exist"]),

@@ -137,3 +137,33 @@ def test_ddp_gloo_two_ranks_match_single_process(tmp_path):
         torch.testing.assert_close(ddp["model"][name], one["model"][name], rtol=1e-4, atol=1e-5)
     init = _seeded_init(lambda: Supernet(get_space(SPACE)), 0).state_dict()
     assert sum(not torch.equal(ddp["model"][n], init[n]) for n in params) > 10  # training happened
+
+
+def test_retrain_from_the_supernet_starts_where_search_scored(tmp_path):
+    """--init supernet: the subnet inherits the supernet's weights with its BN recalibrated as the
+    search's scorer does, so it computes what the scorer scored; fine-tuning then starts better."""
+    from spos_hw.nas.data import recalibration_batches
+    from spos_hw.nas.recalibrate import ScoringData, SupernetScorer, recalibrated_subnet
+
+    sup = tmp_path / "s.pt"
+    train_supernet(SupernetConfig(space=SPACE, out=str(sup), steps=40, lr=0.1, **FAST), progress=False)
+    net, _ = load_supernet(sup)
+    data = load_data("digits", net.space)
+    split = data.split(0, 0)
+    batches = recalibration_batches(data, split, 2, 64, 0)
+    arch = net.space.random_arch(np.random.default_rng(5))
+    sub = recalibrated_subnet(net, arch, batches).eval()
+    x = data.prepare(data.test.fetch(np.arange(32)))
+    net2, _ = load_supernet(sup)
+    scorer = SupernetScorer(net2, ScoringData.build(batches, [(x, torch.zeros(32, dtype=torch.long))], channels_last=False), channels_last=False)
+    scorer.recalibrate(arch.to_array())
+    with torch.no_grad():
+        torch.testing.assert_close(sub(x), scorer.net(x, arch.to_array()), rtol=1e-5, atol=1e-5)
+
+    common = dict(space=SPACE, arch=str(arch), steps=4, lr=0.05, log_every=1, **{k: v for k, v in FAST.items() if k != "log_every"})
+    tuned = retrain(RetrainConfig(out=str(tmp_path / "t.pt"), init="supernet", supernet=str(sup), **common), progress=False)
+    scratch = retrain(RetrainConfig(out=str(tmp_path / "r.pt"), **common), progress=False)
+    first = lambda p: load_checkpoint(p)["curve"][0]["loss"]  # noqa: E731
+    assert first(tmp_path / "t.pt") < first(tmp_path / "r.pt")  # inherited weights beat a random init on step 1
+    assert tuned["test_accuracy"] is not None and load_checkpoint(tmp_path / "t.pt")["inherited"]["supernet"] == str(sup)
+    assert scratch["config"]["init"] == "scratch"
