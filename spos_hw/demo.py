@@ -165,9 +165,27 @@ class Demo:
             return rec
         resume = self.path(artifact).exists() or any(self.path(p).exists() for p in partial)
         log.info("[%s] %s", name, "resuming" if resume else "running")
+        spent = self.state.setdefault("interrupted_s", {})
+        spent[name] = spent.get(name, 0.0) + self.interrupted_seconds(name, [artifact, *partial])
+        self.state.setdefault("attempts", {})[name] = time.time()  # when this attempt began, should it be killed
+        atomic_write_json(self.path(STATE), self.state)
         t0 = time.perf_counter()
         result = fn(resume)
-        return self.record(name, artifact, result, time.perf_counter() - t0, inputs)
+        self.state["attempts"].pop(name, None)
+        return self.record(name, artifact, result, spent.pop(name) + time.perf_counter() - t0, inputs)
+
+    def interrupted_seconds(self, step: str, files: list[str]) -> float:
+        """Work an earlier, killed attempt at ``step`` did: from its start to its last checkpoint write.
+
+        The state file records when each attempt began; the step's own files (checkpoints are written
+        atomically as it goes) tell when it last made progress. Time after that was lost, not spent.
+        """
+        start = self.state.get("attempts", {}).get(step)
+        if start is None:
+            return 0.0
+        done = [self.path(f).stat().st_mtime for f in files if self.path(f).exists()]
+        done += [p.stat().st_mtime for f in files if self.path(f).is_dir() for p in self.path(f).rglob("*") if p.is_file()]
+        return max(0.0, max(done, default=start) - start)
 
     # ------------------------------------------------------------------ steps
     def profile(self, resume: bool) -> dict:

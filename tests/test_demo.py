@@ -92,3 +92,30 @@ def test_not_empty_folder_is_refused(tmp_path):
     with pytest.raises(OutputError, match="not empty"):
         Demo(DemoConfig(workdir=str(tmp_path), data="digits"))
     assert (tmp_path / "mine.txt").read_text() == "user data"
+
+
+def test_a_resumed_step_counts_the_killed_attempts_work(tmp_path):
+    """Wall time of a step killed and resumed: the killed attempt until its last write, plus the rest."""
+    import os
+    import time
+
+    demo = Demo(DemoConfig(workdir=str(tmp_path / "d"), data="digits", preset=TINY, space=SPACE), progress=False)
+    demo.dir.mkdir()
+
+    def killed(resume):
+        (demo.dir / "x.txt").write_text("half done")
+        raise KeyboardInterrupt  # a kill: the step records nothing
+
+    with pytest.raises(KeyboardInterrupt):
+        demo.step("x", "x.txt", killed)
+    start = demo.state["attempts"]["x"]
+    os.utime(demo.dir / "x.txt", (start + 40.0, start + 40.0))  # its last checkpoint write came 40 s in
+
+    def finish(resume):
+        assert resume
+        time.sleep(0.2)
+        (demo.dir / "x.txt").write_text("done")
+        return {}
+
+    rec = Demo(DemoConfig(workdir=str(tmp_path / "d"), data="digits", preset=TINY, space=SPACE), progress=False).step("x", "x.txt", finish)
+    assert 40.1 <= rec["wall_seconds"] < 45.0

@@ -52,7 +52,7 @@ def _text(r: dict) -> str:
 @click.option("--seed", type=int, default=0, show_default=True, help="Search RNG seed (and choice of recalibration images).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @threads_option
-@click.option("--out", type=click.Path(file_okay=False), default="search", show_default=True, help="Output folder.")
+@click.option("--out", type=click.Path(file_okay=False), default="search", show_default=True, help="Output folder (created if missing; its parent must exist).")
 @click.option("--resume", is_flag=True, help="Continue the search saved in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier search in --out.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",

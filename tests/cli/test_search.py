@@ -139,3 +139,13 @@ def test_rank_check_command(run_cli, supernet, tmp_path):
     again = run_cli(*args, "--resume")  # nothing left to retrain: the report again, as text
     assert again.code == 0 and "Kendall tau" in again.out and "noise ceiling: not measured" in again.out
     assert_user_error(run_cli(*args), "already exists", "--resume")
+
+
+def test_out_is_created_only_by_a_search_that_runs(run_cli, supernet, tmp_path):
+    """--out may be missing (the search creates it), its parent may not; a failing search leaves no folder."""
+    assert_user_error(run_cli("search", "--supernet", supernet, "--flops-m", "1", "--out", tmp_path / "no" / "s"), "does not exist")
+    assert not (tmp_path / "no").exists()
+    assert_user_error(run_cli("search", "--supernet", supernet, "--flops-m", "0.01", "--out", tmp_path / "s"), "achievable minimum")
+    assert not (tmp_path / "s").exists()
+    res = run_cli("search", "--supernet", supernet, "--flops-m", "1", *SMALL, "--out", tmp_path / "s")
+    assert res.code == 0 and (tmp_path / "s" / "result.json").is_file()

@@ -227,21 +227,41 @@ def _postfix(bar, strategy: Strategy) -> None:
     bar.set_postfix_str(f"generation {min(strategy.generation + 1, strategy.generations)}/{strategy.generations}, best {best['score']:.4f}" if best else "")
 
 
-def prepare_out(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
-    """The output folder, created if needed; an earlier search in it is refused unless resumed or overwritten."""
+def check_out(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
+    """Refuse, before any work, an output that cannot be a search folder; create nothing yet.
+
+    ``out`` may be missing (it is created when the search starts writing), but its parent must
+    exist: a mistyped path fails here instead of growing a tree of folders. An earlier search in
+    ``out`` is refused unless resumed or overwritten.
+    """
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"--out {str(out_dir)!r} exists and is not a folder")
+    if out_dir.is_dir():
+        for name in ("result.json", "state.json"):
+            check_new_output(out_dir / name, overwrite=overwrite, resume=resume)
+        return out_dir
+    parent = out_dir.parent if str(out_dir.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"cannot create output folder {str(out_dir)!r}: {str(parent)!r} does not exist (create it first)")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        check_new_output(out_dir, overwrite=overwrite, resume=resume)  # probes the parent with a real file
+    except OutputError as exc:
+        raise OutputError(f"cannot create output folder {str(out_dir)!r}: {exc}") from None
+    return out_dir
+
+
+def prepare_out(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
+    """The output folder, checked (``check_out``) and created; with ``overwrite`` an earlier search's files go."""
+    out_dir = check_out(out, resume=resume, overwrite=overwrite)
+    try:
+        out_dir.mkdir(exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create output folder {str(out_dir)!r}: {exc.strerror}") from None
-    for name in ("result.json", "state.json"):
-        check_new_output(out_dir / name, overwrite=overwrite, resume=resume)
     if overwrite and not resume:
         for old in [*out_dir.glob("pareto_*.png"), out_dir / "state.json", out_dir / "result.json"]:
             old.unlink(missing_ok=True)
     return out_dir
 
 
-__all__ = ["RESUME_FREE", "Scorer", "load_state", "prepare_out", "run_search"]
+__all__ = ["RESUME_FREE", "Scorer", "check_out", "load_state", "prepare_out", "run_search"]

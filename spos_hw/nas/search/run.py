@@ -13,7 +13,7 @@ from spos_hw.io import file_sha256
 from spos_hw.nas.config import SearchConfig
 from spos_hw.nas.costs import budgets_from, builtin_costs
 from spos_hw.nas.search.artifacts import report_search
-from spos_hw.nas.search.loop import load_state, prepare_out, run_search
+from spos_hw.nas.search.loop import check_out, load_state, run_search
 from spos_hw.nas.space import CostModel, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def search_supernet(config: SearchConfig, *, cost_models: CostModels = builtin_c
     dist = init_distributed(config.device)
     try:
         if dist.main:  # refuse a used folder before any work (other ranks never write)
-            prepare_out(config.out, resume=config.resume, overwrite=config.overwrite)
+            check_out(config.out, resume=config.resume, overwrite=config.overwrite)
         net, ckpt = load_supernet(config.supernet)
         space = net.space
         costs = cost_models(space)
