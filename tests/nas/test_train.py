@@ -325,3 +325,24 @@ def test_ddp_gloo_two_ranks_match_single_process(tmp_path):
         torch.testing.assert_close(ddp["model"][name], one["model"][name], rtol=1e-4, atol=1e-5)
     init = _seeded_init(lambda: Supernet(get_space(SPACE)), 0).state_dict()
     assert sum(not torch.equal(ddp["model"][n], init[n]) for n in params) > 10  # training happened
+
+
+def test_mbconv_supernet_trains_and_retrains(tmp_path):
+    """A short fbnet-small run: sampled paths (skips included) train, unsampled paths stay put."""
+    space_name = "fbnet-small:size=16"
+    data = load_data("digits", get_space(space_name))
+    space = get_space(space_name)
+    rows = list(space.sample(np.random.default_rng(0), 3))
+    trainer, net = _trainer(space_name, data, rows)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    on_path = {id(p) for p in net.path_parameters(rows[0])}
+    trainer.train_step()
+    for n, p in net.named_parameters():
+        assert torch.equal(p, before[n]) == (id(p) not in on_path), n
+    out = tmp_path / "sn.pt"
+    train_supernet(SupernetConfig(space=space_name, out=str(out), steps=4, holdout=100, **FAST), progress=False)
+    loaded, _ = load_supernet(out, space)
+    assert isinstance(loaded, Supernet)
+    arch = space.random_arch(np.random.default_rng(1))
+    res = retrain(RetrainConfig(space=space_name, arch=str(arch), out=str(tmp_path / "m.pt"), steps=3, **FAST), progress=False)
+    assert res["finished"] and 0.0 <= res["test_accuracy"] <= 1.0

@@ -23,7 +23,8 @@ def _measured(space, arch) -> tuple[int, int, int]:
         x = args[0]
         bits = kwargs.get("bits", args[-1] if len(args) > 1 else None)
         if isinstance(module, QuantConv2d):
-            groups = x.shape[1] if module.groups > 1 else 1
+            depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+            groups = x.shape[1] if depthwise else module.groups  # FBNet's group-2 pointwise convs are not depthwise
             macs = out[0].numel() * (x.shape[1] // groups) * module.kernel_size[0] * module.kernel_size[1]
         else:
             macs = out[0].numel() * x.shape[1]
@@ -41,7 +42,9 @@ def _measured(space, arch) -> tuple[int, int, int]:
     return counter.get_total_flops() // 2, params, total
 
 
-@pytest.mark.parametrize("name, n", [("resnet18-mixed", 6), ("shufflenetv2-small-w48a8", 3), ("shufflenetv2-imagenet-w48a8", 1)])
+@pytest.mark.parametrize(
+    "name, n", [("resnet18-mixed", 6), ("shufflenetv2-small-w48a8", 3), ("shufflenetv2-imagenet-w48a8", 1), ("fbnet-small-w48a8", 4)]
+)
 def test_cost_tables_match_real_modules(name, n):
     """FLOPs, params and BitOps tables against the real modules (the float spaces' twin of this
     check is tests/nas/test_space.py)."""
