@@ -714,7 +714,7 @@ class SearchSpace:
     # --- reporting
     def describe(self) -> dict[str, Any]:
         lo, hi = self.flops.bounds()
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "family": self.family,
             "fingerprint": self.fingerprint,
@@ -727,6 +727,9 @@ class SearchSpace:
             "size": self.size if self.size < 2**63 else str(self.size),
             "flops_range": [int(lo), int(hi)],
         }
+        if self.masked:  # how many choices each block allows (a skip exists only at some blocks)
+            out["allowed_per_block"] = [int(n) for n in self._mask.reshape(self.num_blocks, -1).sum(axis=1)]
+        return out
 
     def summarize(self, arch: Arch) -> dict[str, Any]:
         """Costs and decoded choices of one architecture (what ``spos-hw info`` prints)."""
