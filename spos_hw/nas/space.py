@@ -59,6 +59,10 @@ class ConvSpec:
     mid_out: bool = False
     act: str = "relu"
 
+    def __post_init__(self) -> None:
+        if self.act not in ACTIVATIONS:
+            raise SpaceError(f"unknown activation {self.act!r}; known: {', '.join(ACTIVATIONS)}")
+
     @property
     def depthwise(self) -> bool:
         return self.groups > 1 and self.groups == self.cin == self.cout
