@@ -137,3 +137,16 @@ def test_ddp_gloo_two_ranks_match_single_process(tmp_path):
         torch.testing.assert_close(ddp["model"][name], one["model"][name], rtol=1e-4, atol=1e-5)
     init = _seeded_init(lambda: Supernet(get_space(SPACE)), 0).state_dict()
     assert sum(not torch.equal(ddp["model"][n], init[n]) for n in params) > 10  # training happened
+
+
+def test_mbconv_supernet_trains_and_retrains(tmp_path):
+    """A short fbnet-small run (skips included) writes a loadable supernet; a sampled arch retrains."""
+    space_name = "fbnet-small:size=16"
+    space = get_space(space_name)
+    out = tmp_path / "sn.pt"
+    train_supernet(SupernetConfig(space=space_name, out=str(out), steps=4, holdout=100, **FAST), progress=False)
+    loaded, _ = load_supernet(out, space)
+    assert isinstance(loaded, Supernet)
+    arch = space.random_arch(np.random.default_rng(1))
+    res = retrain(RetrainConfig(space=space_name, arch=str(arch), out=str(tmp_path / "m.pt"), steps=3, **FAST), progress=False)
+    assert res["finished"] and 0.0 <= res["test_accuracy"] <= 1.0
