@@ -88,3 +88,11 @@ def tinyq():
     from tests.support.spaces import make_tiny_q
 
     return make_tiny_q()
+
+
+@pytest.fixture(scope="session")
+def tiny_mbconv():
+    """A 192-architecture mbconv space with skips at some blocks only (``make_tiny_mbconv``)."""
+    from tests.support.spaces import make_tiny_mbconv
+
+    return make_tiny_mbconv()

@@ -26,18 +26,22 @@ def calibration_archs(space: SearchSpace, k: int, rng: np.random.Generator) -> l
     if k <= 0:
         return []
     cost = space.flops
-    per_block = cost.per_block  # [blocks, choices]
+    allowed = cost.allowed  # [blocks, choices]: only choices the space allows at each block
+    per_block = np.where(allowed, cost.per_block, 0.0)
     flat_sizes = space.sizes
     pool = [space.sample(rng, 512)]
     # Tilted draws reach the tails: choice probability ~ exp(beta * standardized block cost).
-    z = (per_block - per_block.mean(axis=1, keepdims=True)) / (per_block.std(axis=1, keepdims=True) + 1e-12)
+    n_ok = allowed.sum(axis=1, keepdims=True)
+    mean = per_block.sum(axis=1, keepdims=True) / n_ok
+    std = np.sqrt((np.where(allowed, per_block - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / n_ok)
+    z = (per_block - mean) / (std + 1e-12)
     for beta in np.linspace(-4.0, 4.0, 17):
-        p = np.exp(beta * z)
+        p = np.where(allowed, np.exp(beta * z), 0.0)
         p /= p.sum(axis=1, keepdims=True)
         picks = np.stack([rng.choice(p.shape[1], size=64, p=p[b]) for b in range(p.shape[0])], axis=1)
         pool.append(_unflatten(picks, flat_sizes))
-    lo = _unflatten(per_block.argmin(axis=1)[None], flat_sizes)
-    hi = _unflatten(per_block.argmax(axis=1)[None], flat_sizes)
+    lo = _unflatten(np.where(allowed, per_block, np.inf).argmin(axis=1)[None], flat_sizes)
+    hi = _unflatten(np.where(allowed, per_block, -np.inf).argmax(axis=1)[None], flat_sizes)
     batch = np.concatenate([lo, hi] + pool)
     batch = np.unique(batch, axis=0)
     values = cost.cost(batch)

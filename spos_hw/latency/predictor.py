@@ -24,16 +24,19 @@ def table_cost(table: LatencyTable, space: SearchSpace) -> AdditiveCost:
     if missing:
         raise ArtifactError(f"latency table has no {' or '.join(missing)} entry; rerun spos-hw profile")
     nop, nch, nw, na = space.sizes
-    dense = np.zeros((space.num_blocks, nop, nch, nw, na), dtype=np.float64)
+    mask = space.choice_mask()
+    dense = np.full((space.num_blocks, nop, nch, nw, na), np.nan, dtype=np.float64)
     for pos in space.positions:
         for idx in np.ndindex(nop, nch, nw, na):
+            if not mask[(pos.index, *idx)]:
+                continue  # not a choice of this block: no entry, never priced
             key = space.signature(pos, idx)
             stats = table.entries.get(key)
             if stats is None:
                 raise ArtifactError(f"latency table has no entry for block {pos.index} choice {idx} ({key}); rerun spos-hw profile")
             dense[(pos.index, *idx)] = table.latency(stats)
     fixed = table.latency(table.fixed[STEM]) + table.latency(table.fixed[HEAD])
-    return AdditiveCost("latency-table", "ms", fixed, dense, 1.0)
+    return AdditiveCost("latency-table", "ms", fixed, dense, 1.0, mask if space.masked else None)
 
 
 def predictor_from_table(table: LatencyTable, space: SearchSpace, *, calibrated: bool = True) -> AdditiveCost:
@@ -41,7 +44,7 @@ def predictor_from_table(table: LatencyTable, space: SearchSpace, *, calibrated:
     raw = table_cost(table, space)
     cal = table.calibration
     if not calibrated or not cal:
-        return AdditiveCost("latency", "ms", raw.fixed, raw.table, 1.0)
+        return AdditiveCost("latency", "ms", raw.fixed, raw.table, 1.0, raw.mask)
     return raw.affine(float(cal["slope"]), float(cal["intercept"]), name="latency")
 
 

@@ -36,8 +36,11 @@ def block_units(space: SearchSpace, batch_size: int) -> list[Unit]:
     """One unit per distinct ``space.signature``, in position / choice order."""
     seen: dict[str, Unit] = {}
     nop, nch, nw, na = space.sizes
+    mask = space.choice_mask()
     for pos in space.positions:
         for choice in ((o, c, w, a) for o in range(nop) for c in range(nch) for w in range(nw) for a in range(na)):
+            if not mask[(pos.index, *choice)]:
+                continue
             key = space.signature(pos, choice)
             if key in seen:
                 continue
@@ -80,7 +83,8 @@ def fixed_units(space: SearchSpace, batch_size: int) -> list[Unit]:
         from spos_hw.nn.factory import layers_for
 
         layers = layers_for(space, bn_affine=True, bits_choices=[space.fixed_bits])
-        return PartAt(Head(space.head_plan(), space.dropout, layers), space.fixed_bits).eval()
+        head = Head(space.head_plan(), space.dropout, layers, signed_input=space.block_output_signed)
+        return PartAt(head, space.fixed_bits).eval()
 
     return [
         Unit(STEM, "stem", (batch_size, *space.input_shape), stem),

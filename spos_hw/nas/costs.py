@@ -221,11 +221,12 @@ def check_budgets(space: SearchSpace, budgets: Sequence[Bound]) -> np.ndarray:
     tables = [np.asarray(b.model.per_block, dtype=np.float64) for b in budgets]
     fixed = np.array([float(b.model.fixed) for b in budgets])
     limits = np.array([b.limit for b in budgets])
-    norm = np.stack([t / lim for t, lim in zip(tables, limits)])  # [k, blocks, choices]
+    allowed = space.choice_mask().reshape(space.num_blocks, -1)  # choices a block does not allow are never minimizers
+    norm = np.stack([np.where(allowed, t, 0.0) / lim for t, lim in zip(tables, limits)])  # [k, blocks, choices]
     k = len(budgets)
     spread = np.random.default_rng(0).dirichlet(np.ones(k), 62)  # a fixed set of weightings, not the search's RNG
     weights = np.concatenate([np.eye(k), np.full((1, k), 1.0 / k), spread])
-    combined = np.einsum("wk,kbc->wbc", weights, norm)  # [w, blocks, choices]
+    combined = np.where(allowed[None], np.einsum("wk,kbc->wbc", weights, norm), np.inf)  # [w, blocks, choices]
     lower = weights @ (fixed / limits) + combined.min(axis=2).sum(axis=1)
     if np.any(lower > weights.sum(axis=1) * (1 + 1e-12)):
         raise Infeasible(

@@ -78,6 +78,9 @@ class AdditiveGrid:
     ``a <= S <= b`` (the extra 1 on each side absorbs float rounding). ``counts[i, t]`` is the
     number of ways blocks ``i..`` sum to grid cost ``t``; drawing the total and then each block
     backwards from the counts is uniform over the grid range.
+
+    Choices the space does not allow at a block (``SearchSpace.choice_mask``) are neither
+    counted nor proposed.
     """
 
     def __init__(self, model: CostModel, space: SearchSpace, delta: float) -> None:
@@ -85,17 +88,20 @@ class AdditiveGrid:
         if table_shape != tuple(space.sizes):
             raise SpaceError(f"cost model {getattr(model, 'name', '?')!r} has choice shape {table_shape}, space {space.name!r} has {space.sizes}")
         pb = np.asarray(model.per_block, dtype=np.float64)
+        self.allowed = space.choice_mask().reshape(pb.shape[0], -1)
         self.shape = table_shape
         self.num_blocks = pb.shape[0]
-        self.base = float(model.fixed) + float(pb.min(axis=1).sum())
+        lo = np.where(self.allowed, pb, np.inf).min(axis=1, keepdims=True)
+        self.base = float(model.fixed) + float(lo.sum())
         self.delta = float(delta)
-        self.k = np.floor((pb - pb.min(axis=1, keepdims=True)) / self.delta).astype(np.int64)
-        kmax = int(self.k.max(axis=1).sum())
+        self.k = np.floor(np.where(self.allowed, pb - lo, 0.0) / self.delta).astype(np.int64)
+        kmax = int(np.where(self.allowed, self.k, 0).max(axis=1).sum())
         counts = np.zeros((self.num_blocks + 1, kmax + 1), dtype=np.float64)
         counts[self.num_blocks, 0] = 1.0
         for i in range(self.num_blocks - 1, -1, -1):
-            for kij in np.unique(self.k[i]):
-                mult = float(np.count_nonzero(self.k[i] == kij))
+            ki = self.k[i][self.allowed[i]]
+            for kij in np.unique(ki):
+                mult = float(np.count_nonzero(ki == kij))
                 counts[i, kij:] += mult * counts[i + 1, : kmax + 1 - kij]
         self.counts = counts  # float64: up to ~1e308 ways, relative error ~1e-16
         self.kmax = kmax
@@ -122,7 +128,7 @@ class AdditiveGrid:
         flat = np.empty((n, self.num_blocks), dtype=np.int64)
         for i in range(self.num_blocks):
             rest = t[:, None] - self.k[i][None, :]  # [n, choices]
-            ok = rest >= 0
+            ok = (rest >= 0) & self.allowed[i][None, :]
             weights = np.where(ok, self.counts[i + 1][np.where(ok, rest, 0)], 0.0)
             cum = np.cumsum(weights, axis=1)
             u = rng.random(n) * cum[:, -1]

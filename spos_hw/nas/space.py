@@ -34,12 +34,18 @@ DIMS: tuple[str, ...] = ("op", "ch", "w", "a")
 # ----------------------------------------------------------------------------- layer plans
 
 
+ACTIVATIONS: tuple[str, ...] = ("relu", "hswish")
+"""Activations a unit can end with (``ConvSpec.act``)."""
+
+
 @dataclass(frozen=True)
 class ConvSpec:
-    """One conv + BN (+ ReLU) unit, at the widest mid-channel setting of its block.
+    """One conv + BN (+ activation) unit, at the widest mid-channel setting of its block.
 
-    ``mid_out`` marks convs whose output width follows the block's mid-channel choice; the
-    supernet slices them. Depthwise convs (``groups == cin == cout``) follow their input.
+    ``relu`` tells whether the unit ends with an activation at all; ``act`` names it (``relu``,
+    or ``hswish`` for MobileNetV3-style blocks). ``mid_out`` marks convs whose output width
+    follows the block's mid-channel choice; the supernet slices them. Depthwise convs
+    (``groups == cin == cout``) follow their input; other grouped convs are never sliced.
     """
 
     cin: int
@@ -50,10 +56,20 @@ class ConvSpec:
     groups: int = 1
     relu: bool = True
     mid_out: bool = False
+    act: str = "relu"
+
+    def __post_init__(self) -> None:
+        if self.act not in ACTIVATIONS:
+            raise SpaceError(f"unknown activation {self.act!r}; known: {', '.join(ACTIVATIONS)}")
 
     @property
     def depthwise(self) -> bool:
         return self.groups > 1 and self.groups == self.cin == self.cout
+
+    @property
+    def signed_output(self) -> bool:
+        """Whether the unit's output can be negative (no activation, or h-swish)."""
+        return not self.relu or self.act != "relu"
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -85,11 +101,28 @@ class LinearSpec:
 
 
 @dataclass(frozen=True)
+class SESpec:
+    """Squeeze-and-excitation: global pool, linear ``channels -> reduced`` (+bias) + ReLU,
+    linear ``reduced -> channels`` (+bias) + hard sigmoid, then a per-channel scale."""
+
+    channels: int
+    reduced: int
+
+    @property
+    def macs(self) -> int:
+        return 2 * self.channels * self.reduced
+
+    def params(self, bn_affine: bool = True) -> int:
+        return 2 * self.channels * self.reduced + self.channels + self.reduced
+
+
+@dataclass(frozen=True)
 class BlockPlan:
     """The layers of one block choice at one position, for one mid-channel count.
 
     ``kind`` names the rule that combines the branches (see ``nas.blocks``): ``shuffle``
-    (channel split / projection + concat + shuffle) or ``residual`` (sum + ReLU).
+    (channel split / projection + concat + shuffle), ``residual`` (sum + ReLU), ``mbconv``
+    (inverted residual, optional ``se``) or ``identity`` (no layers: a skip choice).
     """
 
     kind: str
@@ -101,6 +134,7 @@ class BlockPlan:
     mid: int
     main: tuple[ConvSpec, ...]
     proj: tuple[ConvSpec, ...] = ()
+    se: SESpec | None = None
 
     @property
     def convs(self) -> tuple[ConvSpec, ...]:
@@ -108,14 +142,14 @@ class BlockPlan:
 
     @property
     def out_hw(self) -> tuple[int, int]:
-        return self.main[-1].out_hw
+        return self.main[-1].out_hw if self.main else self.in_hw
 
     @property
     def macs(self) -> int:
-        return sum(c.macs for c in self.convs)
+        return sum(c.macs for c in self.convs) + (self.se.macs if self.se else 0)
 
     def params(self, bn_affine: bool = True) -> int:
-        return sum(c.params(bn_affine) for c in self.convs)
+        return sum(c.params(bn_affine) for c in self.convs) + (self.se.params() if self.se else 0)
 
 
 @dataclass(frozen=True)
@@ -208,6 +242,10 @@ class AdditiveCost:
     ``table`` has shape ``[num_blocks, n_op, n_ch, n_w, n_a]``. Pricing a batch is one gather
     and one sum. Costs of this form also allow exact uniform sampling within a cost bin
     (``nas.sampling``) because the per-block costs are known.
+
+    ``mask`` (same shape, bool) marks the choices the space allows at each block
+    (``SearchSpace.choice_mask``); entries it excludes are NaN and never enter ``bounds``.
+    ``None`` means every choice is allowed.
     """
 
     name: str
@@ -216,9 +254,17 @@ class AdditiveCost:
     table: np.ndarray
     scale: float = 1.0
     """Display factor: ``--flops-m 330`` means 330 x 1e6 in the table's unit."""
+    mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        t = np.ascontiguousarray(self.table, dtype=np.float64)
+        t = np.array(self.table, dtype=np.float64)  # a copy: masked entries are set to NaN
+        if self.mask is not None:
+            m = np.ascontiguousarray(self.mask, dtype=bool)
+            if m.shape != t.shape:
+                raise SpaceError(f"cost {self.name!r}: mask shape {list(m.shape)} differs from table shape {list(t.shape)}")
+            m.setflags(write=False)
+            object.__setattr__(self, "mask", None if m.all() else m)
+            t[~m] = np.nan
         t.setflags(write=False)
         object.__setattr__(self, "table", t)
         sizes = t.shape[1:]
@@ -237,6 +283,13 @@ class AdditiveCost:
     def per_block(self) -> np.ndarray:
         """``[num_blocks, n_choices]``: the table with each block's choices flattened."""
         return self.table.reshape(self.num_blocks, -1)
+
+    @property
+    def allowed(self) -> np.ndarray:
+        """``[num_blocks, n_choices]`` bool: the choices each block allows (``per_block``'s layout)."""
+        if self.mask is None:
+            return np.ones((self.num_blocks, self.per_block.shape[1]), dtype=bool)
+        return self.mask.reshape(self.num_blocks, -1)
 
     def flat_index(self, batch: np.ndarray) -> np.ndarray:
         """Per-block flat choice index ``[n, num_blocks]`` of an ``ArchBatch``."""
@@ -262,13 +315,15 @@ class AdditiveCost:
         return out[0] if single else out
 
     def bounds(self) -> tuple[float, float]:
-        """Exact minimum and maximum over the whole space."""
-        pb = self.per_block
-        return self.fixed + float(pb.min(axis=1).sum()), self.fixed + float(pb.max(axis=1).sum())
+        """Exact minimum and maximum over the whole space (allowed choices only)."""
+        pb, ok = self.per_block, self.allowed
+        lo = np.where(ok, pb, np.inf).min(axis=1).sum()
+        hi = np.where(ok, pb, -np.inf).max(axis=1).sum()
+        return self.fixed + float(lo), self.fixed + float(hi)
 
     def affine(self, a: float, b: float, name: str | None = None) -> "AdditiveCost":
         """``a * cost + b``, still additive (how a latency calibration is folded in)."""
-        return AdditiveCost(name or self.name, self.unit, a * self.fixed + b, a * self.table, self.scale)
+        return AdditiveCost(name or self.name, self.unit, a * self.fixed + b, a * self.table, self.scale, self.mask)
 
 
 # ----------------------------------------------------------------------------- the space
@@ -293,6 +348,8 @@ class SearchSpace:
 
     family: ClassVar[str] = ""
     families: ClassVar[dict[str, type["SearchSpace"]]] = {}
+    block_output_signed: ClassVar[bool] = False
+    """Whether block outputs can be negative (linear bottlenecks): the head's input is signed then."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -312,6 +369,18 @@ class SearchSpace:
 
     def head_plan(self) -> tuple[tuple[ConvSpec, ...], LinearSpec]:
         raise NotImplementedError
+
+    def position_mask(self, pos: Position) -> np.ndarray | None:
+        """Allowed choices at ``pos``, bool ``[n_op, n_ch, n_w, n_a]``; ``None``: all of them.
+
+        Families override this when a choice does not exist everywhere (a skip cannot change
+        width or stride); ``choice_rule`` then says why.
+        """
+        return None
+
+    def choice_rule(self, pos: Position, choice: Sequence[int]) -> str:
+        """Why ``choice`` is not allowed at ``pos`` (for error messages)."""
+        return "not a choice of this block"
 
     # --- identity
     def to_json(self) -> dict[str, Any]:
@@ -364,7 +433,62 @@ class SearchSpace:
     @property
     def size(self) -> int:
         """Number of architectures in the space."""
-        return int(np.prod(self.sizes, dtype=object) ** self.num_blocks)
+        if not self.masked:
+            return int(np.prod(self.sizes, dtype=object) ** self.num_blocks)
+        counts = self.choice_mask().reshape(self.num_blocks, -1).sum(axis=1)
+        return int(np.prod([int(c) for c in counts], dtype=object))
+
+    # --- per-position choice validity
+    @cached_property
+    def _mask(self) -> np.ndarray:
+        m = np.ones((self.num_blocks, *self.sizes), dtype=bool)
+        for pos in self.positions:
+            pm = self.position_mask(pos)
+            if pm is not None:
+                m[pos.index] = pm
+        if not m.reshape(self.num_blocks, -1).any(axis=1).all():
+            raise SpaceError(f"space {self.name!r} has a block without any allowed choice")
+        m.setflags(write=False)
+        return m
+
+    def choice_mask(self) -> np.ndarray:
+        """bool ``[num_blocks, n_op, n_ch, n_w, n_a]``: the choices each block allows.
+
+        All True for spaces whose every choice exists at every block. Validation, sampling,
+        cost bounds, search and the supernet only ever use allowed choices.
+        """
+        return self._mask
+
+    @cached_property
+    def masked(self) -> bool:
+        """Whether some block does not allow some choice."""
+        return not bool(self._mask.all())
+
+    def allowed_ops(self, pos: Position) -> tuple[int, ...]:
+        """Op indices allowed at ``pos`` (with at least one setting of the other dimensions)."""
+        return tuple(int(i) for i in np.flatnonzero(self._mask[pos.index].any(axis=(1, 2, 3))))
+
+    def _disallowed_message(self, block: int, choice: Sequence[int]) -> str:
+        """One line: the block, the rejected choice, the rule and the allowed values."""
+        pos = self.positions[block]
+        choice = tuple(int(c) for c in choice)
+        pm = self._mask[block]
+        named = ", ".join(f"{d} {choice[i]} ({self.allowed(d)[choice[i]]})" for i, d in enumerate(DIMS) if d in self.searched_dims)
+        where = f"{pos.in_channels}->{pos.out_channels} channels, stride {pos.stride}"
+        hints = []
+        for i, d in enumerate(DIMS):
+            if d not in self.searched_dims:
+                continue
+            idx = list(choice)
+            ok = []
+            for v in range(self.sizes[i]):
+                idx[i] = v
+                if pm[tuple(idx)]:
+                    ok.append(f"{v}={self.allowed(d)[v]}")
+            if ok and len(ok) < self.sizes[i]:
+                hints.append(f"allowed {d} here: {', '.join(ok)}")
+        hint = "; ".join(hints) if hints else f"allowed op here: {', '.join(f'{j}={self.ops[j]}' for j in self.allowed_ops(pos))}"
+        return f"block {block} ({where}): {named} is not allowed: {self.choice_rule(pos, choice)}; {hint}"
 
     def allowed(self, dim: str) -> tuple:
         return {"op": self.ops, "ch": self.channel_scales, "w": self.wbits, "a": self.abits}[dim]
@@ -447,8 +571,16 @@ class SearchSpace:
             n = self.sizes[DIMS.index(dim)]
             for i, v in enumerate(vals):
                 if not 0 <= v < n:
-                    allowed = ", ".join(f"{j}={o}" for j, o in enumerate(self.allowed(dim)))
+                    options = list(enumerate(self.allowed(dim)))
+                    if dim == "op" and self.masked:  # name only what this block allows
+                        options = [(j, self.ops[j]) for j in self.allowed_ops(self.positions[i])]
+                    allowed = ", ".join(f"{j}={o}" for j, o in options)
                     raise ArchError(f"block {i}: {dim} index {v} is out of range; allowed {allowed}")
+        if self.masked:
+            row = arch.to_array()
+            for i in range(self.num_blocks):
+                if not self._mask[(i, *row[i])]:
+                    raise ArchError(self._disallowed_message(i, row[i]))
 
     def encode(self, archs: Iterable[Arch]) -> np.ndarray:
         """Stack archs into an ``ArchBatch`` ``[n, num_blocks, 4]``."""
@@ -474,15 +606,43 @@ class SearchSpace:
         if bad.any():
             n, blk, d = map(int, np.argwhere(bad)[0])
             raise ArchError(f"architecture {n}, block {blk}: {DIMS[d]} index {int(batch[n, blk, d])} out of range 0..{hi[d] - 1}")
-        return batch.astype(np.int64, copy=False)
+        batch = batch.astype(np.int64, copy=False)
+        if self.masked:
+            ok = self._mask[np.arange(self.num_blocks)[None, :], batch[..., 0], batch[..., 1], batch[..., 2], batch[..., 3]]
+            if not ok.all():
+                n, blk = map(int, np.argwhere(~ok)[0])
+                raise ArchError(f"architecture {n}, " + self._disallowed_message(blk, batch[n, blk]))
+        return batch
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """``n`` architectures drawn uniformly from the whole space, as an ``ArchBatch``."""
+        """``n`` architectures drawn uniformly from the whole space, as an ``ArchBatch``.
+
+        Each block draws uniformly among its allowed choices, so every architecture of the
+        space is equally likely.
+        """
         out = np.zeros((n, self.num_blocks, 4), dtype=np.int64)
+        if self.masked:
+            table, counts = self._allowed_flat
+            pick = np.floor(rng.random((n, self.num_blocks)) * counts).astype(np.int64)
+            flat = table[np.arange(self.num_blocks)[None, :], np.minimum(pick, counts - 1)]
+            for d, idx in enumerate(np.unravel_index(flat, self.sizes)):
+                out[..., d] = idx
+            return out
         for d, size in enumerate(self.sizes):
             if size > 1:
                 out[..., d] = rng.integers(0, size, size=(n, self.num_blocks))
         return out
+
+    @cached_property
+    def _allowed_flat(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per block, its allowed flat choice indices (padded ``[blocks, max]``) and their count."""
+        flat = self._mask.reshape(self.num_blocks, -1)
+        counts = flat.sum(axis=1)
+        table = np.zeros((self.num_blocks, int(counts.max())), dtype=np.int64)
+        for b in range(self.num_blocks):
+            idx = np.flatnonzero(flat[b])
+            table[b, : len(idx)] = idx
+        return table, counts
 
     def random_arch(self, rng: np.random.Generator) -> Arch:
         return self.decode(self.sample(rng, 1))[0]
@@ -507,16 +667,24 @@ class SearchSpace:
 
     # --- cost tables
     def _table(self, per_plan) -> np.ndarray:
+        """``[blocks, n_op, n_ch, n_w, n_a]`` of ``per_plan(plan, wbits, abits)``; NaN where not allowed."""
         nop, nch, nw, na = self.sizes
-        t = np.zeros((self.num_blocks, nop, nch, nw, na), dtype=np.float64)
+        mask = self._mask
+        t = np.full((self.num_blocks, nop, nch, nw, na), np.nan, dtype=np.float64)
         for pos in self.positions:
             for op in range(nop):
                 for ch, mid in enumerate(self.mid_choices(pos)):
+                    if not mask[pos.index, op, ch].any():
+                        continue
                     plan = self.block_plan(pos, op, mid)
                     for w in range(nw):
                         for a in range(na):
-                            t[pos.index, op, ch, w, a] = per_plan(plan, self.wbits[w], self.abits[a])
+                            if mask[pos.index, op, ch, w, a]:
+                                t[pos.index, op, ch, w, a] = per_plan(plan, self.wbits[w], self.abits[a])
         return t
+
+    def _cost(self, name: str, unit: str, fixed: float, table: np.ndarray, scale: float) -> AdditiveCost:
+        return AdditiveCost(name, unit, fixed, table, scale, self._mask if self.masked else None)
 
     def _fixed(self, per_layer) -> float:
         head_convs, linear = self.head_plan()
@@ -525,20 +693,18 @@ class SearchSpace:
     @cached_property
     def flops(self) -> AdditiveCost:
         """Multiply-accumulates of conv and linear layers at batch 1, as the paper counts FLOPs."""
-        return AdditiveCost("flops", "FLOPs", self._fixed(lambda c: c.macs), self._table(lambda p, w, a: p.macs), 1e6)
+        return self._cost("flops", "FLOPs", self._fixed(lambda c: c.macs), self._table(lambda p, w, a: p.macs), 1e6)
 
     @cached_property
     def params(self) -> AdditiveCost:
         """Parameters of the standalone network, BN affine included."""
-        return AdditiveCost(
-            "params", "params", self._fixed(lambda c: c.params()), self._table(lambda p, w, a: p.params()), 1e6
-        )
+        return self._cost("params", "params", self._fixed(lambda c: c.params()), self._table(lambda p, w, a: p.params()), 1e6)
 
     @cached_property
     def bitops(self) -> AdditiveCost:
         """MACs x weight bits x activation bits; float layers count 32 x 32."""
         fw, fa = self.fixed_bits
-        return AdditiveCost(
+        return self._cost(
             "bitops", "BitOps", self._fixed(lambda c: c.macs * fw * fa), self._table(lambda p, w, a: p.macs * w * a), 1e9
         )
 
@@ -551,7 +717,7 @@ class SearchSpace:
     # --- reporting
     def describe(self) -> dict[str, Any]:
         lo, hi = self.flops.bounds()
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "family": self.family,
             "fingerprint": self.fingerprint,
@@ -564,6 +730,9 @@ class SearchSpace:
             "size": self.size if self.size < 2**63 else str(self.size),
             "flops_range": [int(lo), int(hi)],
         }
+        if self.masked:  # how many choices each block allows (a skip exists only at some blocks)
+            out["allowed_per_block"] = [int(n) for n in self._mask.reshape(self.num_blocks, -1).sum(axis=1)]
+        return out
 
     def summarize(self, arch: Arch) -> dict[str, Any]:
         """Costs and decoded choices of one architecture (what ``spos-hw info`` prints)."""
@@ -631,6 +800,7 @@ def stages_from(value: Any) -> tuple[Stage, ...]:
 
 
 __all__ = [
+    "ACTIVATIONS",
     "DIMS",
     "FULL_PRECISION",
     "AdditiveCost",
@@ -640,6 +810,7 @@ __all__ = [
     "CostModel",
     "LinearSpec",
     "Position",
+    "SESpec",
     "SearchSpace",
     "Stage",
     "stage_positions",

@@ -6,9 +6,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from spos_hw.errors import ArchError
 from spos_hw.nas.blocks import ConvBNAct, Head, Stem, build_block
 from spos_hw.nas.space import Arch, SearchSpace
 from spos_hw.nn.factory import layers_for
+
+
+class NotAChoice(nn.Module):
+    """Holds the place of an op a block does not allow (a skip that would change width or
+    stride): no layers, no parameters, and never run (paths are validated first)."""
+
+    def __init__(self, block: int, op: str) -> None:
+        super().__init__()
+        self.block, self.op = block, op
+
+    def extra_repr(self) -> str:
+        return f"block={self.block}, op={self.op!r}"
+
+    def forward(self, x: torch.Tensor, mid: int | None = None, bits=None) -> torch.Tensor:
+        raise ArchError(f"block {self.block}: op {self.op!r} is not a choice of this block")
 
 
 class Supernet(nn.Module):
@@ -25,10 +41,13 @@ class Supernet(nn.Module):
         fixed = layers_for(space, bn_affine=False, bits_choices=[space.fixed_bits])
         self.stem = Stem(space.stem_plan(), fixed)
         self.blocks = nn.ModuleList(
-            nn.ModuleList(build_block(space.block_plan(p, op, space.max_mid(p)), layers) for op in range(len(space.ops)))
+            nn.ModuleList(
+                build_block(space.block_plan(p, op, space.max_mid(p)), layers) if op in space.allowed_ops(p) else NotAChoice(p.index, space.ops[op])
+                for op in range(len(space.ops))
+            )
             for p in space.positions
         )
-        self.head = Head(space.head_plan(), space.dropout, fixed)
+        self.head = Head(space.head_plan(), space.dropout, fixed, signed_input=space.block_output_signed)
         self._mids = [space.mid_choices(p) for p in space.positions]
 
     @staticmethod
@@ -112,7 +131,7 @@ class SubNet(nn.Module):
             build_block(space.plan(p, row[p.index]), layers_for(space, bn_affine=True, bits_choices=[bits[p.index]]))
             for p in space.positions
         )  # each block holds the quantizers and BN of its own bit widths only
-        self.head = Head(space.head_plan(), space.dropout, fixed)
+        self.head = Head(space.head_plan(), space.dropout, fixed, signed_input=space.block_output_signed)
         self.block_bits = bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

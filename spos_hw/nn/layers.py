@@ -16,7 +16,8 @@ from torch import nn
 class SliceConv2d(nn.Conv2d):
     """Conv2d (no bias) that uses the first ``in`` input and first ``out_channels`` output channels.
 
-    Depthwise convs (``groups == in_channels``) follow the width of their input.
+    Depthwise convs (``groups == in_channels == out_channels``) follow the width of their
+    input. Other grouped convs (FBNet's group-2 pointwise convs) are used whole.
     """
 
     def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> None:
@@ -24,6 +25,10 @@ class SliceConv2d(nn.Conv2d):
 
     def sliced_weight(self, cin: int, out_channels: int | None) -> tuple[torch.Tensor, int]:
         w = self.weight
+        if self.groups > 1 and not self.groups == self.in_channels == self.out_channels:
+            if cin != self.in_channels or (out_channels or self.out_channels) != self.out_channels:
+                raise ValueError(f"a grouped conv ({self.in_channels}->{self.out_channels}, groups {self.groups}) cannot be sliced")
+            return w, self.groups
         if self.groups > 1:
             return (w if cin == self.out_channels else w[:cin]), cin
         cout = out_channels or self.out_channels

@@ -99,3 +99,8 @@ def test_info_reports_bitops(run_cli):
     assert "bitops: " in text.out and "w2a2" in text.out
     float_info = json.loads(run_cli("info", ",".join(["0"] * 20), "--space", "shufflenetv2-small", "--json").out)
     assert "bitops" not in float_info
+
+
+def test_cli_refuses_a_misplaced_skip(run_cli):
+    res = run_cli("info", "--space", "fbnet-small", ",".join(["0"] * 21 + ["8"]))
+    assert_user_error(res, "block 21 (96->176 channels, stride 1)", "skip", "allowed op here")

@@ -133,3 +133,25 @@ def test_tensorrt_qdq_engine(tmp_path, tinyq):
     arch = tinyq.arch({"op": [1, 0, 1], "ch": [0, 1, 0], "w": [2, 2, 2], "a": [1, 1, 1]})  # int8 weights and activations
     res = export(arch=arch, space=tinyq, format="trt", out=tmp_path / "q.engine")
     assert res["trt_verified"]
+
+
+@pytest.mark.parametrize("name", ["fbnet-small", "fbnet-small-w48a8"])
+def test_mbconv_nets_with_skips_export_and_verify(tmp_path, name):
+    """Grouped convs + shuffle, residuals and identity blocks export and match torch in ORT
+    (fp32: within tolerance; Q/DQ: step-exact quantizers)."""
+    from spos_hw.nas.spaces import get_space
+
+    space = get_space(name)
+    cycle = [1, 5, 4, 3, 0, 6, 7, 2]  # every candidate, with a skip at every other block that allows one
+    ops = [8 if 8 in space.allowed_ops(p) and p.index % 2 else cycle[p.index % 8] for p in space.positions]
+    assert ops.count(8) == 5
+    spec = {"op": ops, "w": [i % 2 if o != 8 else 0 for i, o in enumerate(ops)]} if space.quantized else ops
+    arch = space.arch(spec)
+    path = write_checkpoint(tmp_path / "m.pt", space, arch)
+    x = torch.rand(16, *space.input_shape, generator=torch.Generator().manual_seed(0))  # 16 inputs keep it fast
+    res = export(checkpoint=path, out=tmp_path / "m.onnx", verify_inputs=x)
+    assert res["verified"] and res["top1_agreement"] == 1.0 and res["n_inputs"] == 16
+    if space.quantized:
+        assert res["precision"] == "int8" and res["max_step_error"] == 0.0 and res["qdq_nodes"] > 0
+    else:
+        assert res["max_abs_diff"] <= 1e-4

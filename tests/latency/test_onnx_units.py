@@ -80,3 +80,39 @@ def test_quantized_blocks_export_as_qdq_and_keep_bits_in_their_key(tiny):
         ops = {n.op_type for n in model.graph.node}
         assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
         ort_session(model.SerializeToString(), threads=1)  # ORT accepts it
+
+
+def test_skip_blocks_export_extract_and_compose(tmp_path):
+    """An identity block is measured as what it is (an ONNX Identity) and chains like any block."""
+    from spos_hw.latency.onnx_units import compose_net
+    from spos_hw.latency.profile import unit_models
+    from spos_hw.latency.units import block_units, net_unit
+    from spos_hw.nas.space import Stage
+    from spos_hw.nas.spaces.mbconv import MBConvSpace
+
+    space = MBConvSpace(name="tinymb", input_shape=(1, 16, 16), num_classes=4, ops=("k3_e1_g2", "k5_e3", "skip"),
+                        stem_channels=8, stages=(Stage(2, 8, 1), Stage(2, 16)), head_channels=16)  # fmt: skip
+    units = block_units(space, 1)
+    skips = [u for u in units if "/skip/" in u.key]
+    assert len(skips) == 2 and len(units) == 3 + 2 + 3  # blocks 0 and 1 are identical; block 2 (8->16) has no skip
+    arch = space.arch([2, 1, 0, 2])
+    net = SubNet(space, arch).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+    models = unit_models(space, [net_unit(space, arch, 1)])
+    for u in skips:
+        assert [n.op_type for n in models[u.key].graph.node] == ["Identity"]
+        x = np.random.default_rng(0).standard_normal(u.input_shape).astype(np.float32)
+        np.testing.assert_array_equal(ort_session(models[u.key].SerializeToString(), threads=1).run(None, {"input": x})[0], x)
+    # the composed net (with two skips) is the real SubNet's graph, op for op up to the Identity nodes
+    x = torch.randn(1, *space.input_shape)
+    composed = compose_net(space, arch, models)
+    with torch.no_grad():
+        # the table's blocks carry their own random weights, so compare structure and shapes, and run it
+        out = ort_session(composed.SerializeToString(), threads=1).run(None, {"input": x.numpy()})[0]
+    assert out.shape == (1, 4)
+    real = export_onnx(net, (x,))
+    strip = lambda m: [a for a in _attrs(m) if a[0] != "Identity"]  # noqa: E731
+    assert strip(composed) == strip(real)

@@ -167,3 +167,16 @@ def test_retrain_from_the_supernet_starts_where_search_scored(tmp_path):
     assert first(tmp_path / "t.pt") < first(tmp_path / "r.pt")  # inherited weights beat a random init on step 1
     assert tuned["test_accuracy"] is not None and load_checkpoint(tmp_path / "t.pt")["inherited"]["supernet"] == str(sup)
     assert scratch["config"]["init"] == "scratch"
+
+
+def test_mbconv_supernet_trains_and_retrains(tmp_path):
+    """A short fbnet-small run (skips included) writes a loadable supernet; a sampled arch retrains."""
+    space_name = "fbnet-small:size=16"
+    space = get_space(space_name)
+    out = tmp_path / "sn.pt"
+    train_supernet(SupernetConfig(space=space_name, out=str(out), steps=4, holdout=100, **FAST), progress=False)
+    loaded, _ = load_supernet(out, space)
+    assert isinstance(loaded, Supernet)
+    arch = space.random_arch(np.random.default_rng(1))
+    res = retrain(RetrainConfig(space=space_name, arch=str(arch), out=str(tmp_path / "m.pt"), steps=3, **FAST), progress=False)
+    assert res["finished"] and 0.0 <= res["test_accuracy"] <= 1.0

@@ -16,6 +16,7 @@ from spos_hw.nas.sampling import AdditiveGrid, ConstrainedSampler, UniformSample
 from spos_hw.nas.space import Stage
 from spos_hw.nas.spaces import get_space
 from spos_hw.nas.spaces.shufflenetv2 import OPS, ShuffleNetV2Space
+from tests.support.spaces import all_op_archs
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +243,30 @@ def test_exact_is_uniform_within_a_bin_over_ops_and_channels():
     bias = np.where(np.arange(len(members)) % 2 == 0, 1.1, 0.9)
     biased = np.random.default_rng(8).multinomial(n, bias / bias.sum())
     assert chisquare(biased).pvalue < 1e-3  # the test has the power to see a 10% bias
+
+
+def test_exact_in_bin_sampling_with_skip_is_uniform(tiny_mbconv):
+    """The DP sampler counts only allowed choices and draws every member of a bin equally often."""
+    tiny = tiny_mbconv
+    batch = all_op_archs(tiny)
+    costs = tiny.flops.cost(batch)
+    grid = AdditiveGrid(tiny.flops, tiny, delta=(costs.max() - costs.min()) / 40)
+    assert grid.count(costs.min(), costs.max()) == len(batch)
+    lo, hi = np.quantile(costs, [0.3, 0.6])
+    members = {tuple(r) for r, c in zip(batch[..., 0], costs) if lo <= c <= hi}
+    s = ConstrainedSampler(tiny, [Bound(tiny.flops, lo, hi)], rng=np.random.default_rng(1), bins=1, method="exact")
+    draws = s.sample(40 * len(members))
+    tiny.check_batch(draws)
+    keys = [tuple(r) for r in draws[..., 0]]
+    assert set(keys) <= members
+    assert chisquare([keys.count(m) for m in sorted(members)]).pvalue > 1e-3
+
+
+def test_exact_sampling_in_fbnet_small_bins():
+    space = get_space("fbnet-small")
+    lo, hi = space.flops.bounds()
+    s = ConstrainedSampler(space, [Bound(space.flops, lo, lo + 0.1 * (hi - lo))], rng=np.random.default_rng(2), method="exact")
+    draws = s.sample(200)
+    space.check_batch(draws)
+    assert (space.flops.cost(draws) <= lo + 0.1 * (hi - lo)).all()
+    assert (draws[..., 0] == 8).any()  # skips are drawn, at allowed blocks only

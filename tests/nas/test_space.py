@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from scipy.stats import chisquare
 from torch.utils.flop_counter import FlopCounterMode
 
 from spos_hw.errors import ArchError, SpaceError
@@ -16,6 +17,7 @@ from spos_hw.nas.space import Arch, SearchSpace
 from spos_hw.nas.spaces import get_space, list_spaces
 from spos_hw.nas.supernet import SubNet
 from spos_hw.quant.layers import QuantConv2d, QuantLinear
+from tests.support.spaces import all_op_archs
 
 PAPER_ARCH = "2,1,0,1,2,0,2,0,2,0,2,3,0,0,0,0,3,2,3,3"
 ALL = list_spaces()
@@ -192,7 +194,8 @@ def _measured_bitops(space, arch) -> tuple[int, int, int]:
         x = args[0]
         bits = kwargs.get("bits", args[-1] if len(args) > 1 else None)
         if isinstance(module, QuantConv2d):
-            groups = x.shape[1] if module.groups > 1 else 1
+            depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+            groups = x.shape[1] if depthwise else module.groups  # FBNet's group-2 pointwise convs are not depthwise
             macs = out[0].numel() * (x.shape[1] // groups) * module.kernel_size[0] * module.kernel_size[1]
         else:
             macs = out[0].numel() * x.shape[1]
@@ -210,7 +213,9 @@ def _measured_bitops(space, arch) -> tuple[int, int, int]:
     return counter.get_total_flops() // 2, params, total
 
 
-@pytest.mark.parametrize("name, n", [("resnet18-mixed", 6), ("shufflenetv2-small-w48a8", 3), ("shufflenetv2-imagenet-w48a8", 1)])
+@pytest.mark.parametrize(
+    "name, n", [("resnet18-mixed", 6), ("shufflenetv2-small-w48a8", 3), ("shufflenetv2-imagenet-w48a8", 1), ("fbnet-small-w48a8", 4)]
+)
 def test_bitops_tables_match_real_modules(name, n):
     """FLOPs, params and BitOps tables against the real modules (the float spaces' twin of this
     check is test_cost_tables_match_real_modules above)."""
@@ -246,3 +251,26 @@ def test_bitops_is_a_vectorized_constraint():
     assert model.scale == 1e9  # --bitops-g 0.08 means 8e7 BitOps
 
 
+# ----------------------------------------------------------------------------- choices allowed at some blocks only (skip)
+
+
+def test_costs_exclude_disallowed_choices(tiny_mbconv):
+    tiny = tiny_mbconv
+    batch = all_op_archs(tiny)
+    assert len(batch) == tiny.size == 192
+    for model in (tiny.flops, tiny.params):
+        assert np.isnan(model.table[2, 3]).all() and not np.isnan(model.table[[0, 1, 3]]).any()
+        costs = model.cost(batch)
+        assert model.bounds() == (costs.min(), costs.max())
+        lat = model.affine(1e-6, 0.5)
+        assert lat.bounds() == pytest.approx((1e-6 * costs.min() + 0.5, 1e-6 * costs.max() + 0.5))
+        assert np.isnan(model.cost(np.zeros((4, 4), dtype=np.int64) + np.array([3, 0, 0, 0])))  # skip everywhere
+
+
+def test_uniform_sampling_draws_only_allowed_choices_uniformly(tiny_mbconv):
+    tiny = tiny_mbconv
+    draws = tiny.sample(np.random.default_rng(0), 8000)
+    tiny.check_batch(draws)
+    for b, n in [(0, 4), (2, 3)]:
+        counts = np.bincount(draws[:, b, 0], minlength=4)[:n]
+        assert counts.sum() == 8000 and chisquare(counts).pvalue > 1e-3

@@ -212,3 +212,20 @@ def test_mixed_precision_space_under_bitops_and_flops():
     assert all(len(np.unique(rows[..., d])) > 1 for d in (1, 2, 3))  # channels, weight and activation bits all vary
     with pytest.raises(Infeasible, match="achievable minimum is .*G BitOps"):
         EvolutionSearch(space, [Bound.upper(space.bitops, lo * 0.5)], rng=np.random.default_rng(0))
+
+
+def test_budgets_and_mutations_respect_the_mask():
+    space = get_space("fbnet-small")
+    lo = space.flops.bounds()[0]
+    with pytest.raises(Infeasible, match=r"the achievable minimum is 1\.91667M FLOPs"):
+        check_budgets(space, [Bound.upper(space.flops, 0.99 * lo)])
+    witnesses = check_budgets(space, [Bound.upper(space.flops, 1.001 * lo), Bound.upper(space.params, 1e9)])
+    assert len(witnesses) and space.check_batch(witnesses) is not None
+    search = EvolutionSearch(space, [Bound.scaled(space.flops, None, 8)], rng=np.random.default_rng(0), population=20, generations=3)
+    batch, origins = search.propose()
+    search.tell(batch, np.arange(len(batch), dtype=float), origins)
+    children = search.mutate(batch, 500)
+    space.check_batch(children)
+    batch, origins = search.propose()
+    space.check_batch(batch)
+    assert "mutation" in origins

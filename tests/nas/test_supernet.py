@@ -8,7 +8,7 @@ import torch
 
 from spos_hw.errors import ArchError
 from spos_hw.nas.spaces import get_space
-from spos_hw.nas.supernet import Supernet
+from spos_hw.nas.supernet import NotAChoice, Supernet
 from spos_hw.nn.layers import SliceBatchNorm2d
 
 
@@ -105,3 +105,44 @@ def test_sliced_bn_cumulative_average_is_exact():
         bn(x)
     expect = torch.stack([x.mean(dim=(0, 2, 3)) for x in xs]).mean(0)
     torch.testing.assert_close(bn.running_mean[:6], expect)
+
+
+@pytest.mark.parametrize("name", ["fbnet-small", "proxylessnas-small", "fbnet-small-w48a8"])
+def test_supernet_has_no_module_for_a_disallowed_choice_and_materializes_exactly(name):
+    space = get_space(name)
+    torch.manual_seed(0)
+    net = Supernet(space)
+    skip = space.ops.index("skip")
+    for pos, choices in zip(space.positions, net.blocks):
+        allowed = skip in space.allowed_ops(pos)
+        assert isinstance(choices[skip], NotAChoice) != allowed
+        assert not list(choices[skip].parameters())
+    rng = np.random.default_rng(0)
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.randn(8, *space.input_shape), space.random_arch(rng))
+    net.eval()
+    x = torch.randn(4, *space.input_shape)
+    with torch.no_grad():
+        for _ in range(4):
+            arch = space.random_arch(rng)
+            sub = net.materialize(arch).eval()
+            torch.testing.assert_close(sub(x), net(x, arch), rtol=0, atol=1e-5)
+            assert sum(p.numel() for n, p in sub.named_parameters() if ".wq." not in n and ".aq." not in n) == space.params.cost(arch.to_array())
+
+
+def test_forward_touches_only_the_path_and_skips_have_no_parameters():
+    space = get_space("fbnet-small")
+    net = Supernet(space).train()
+    arch = space.arch([8 if space.positions[i].stride == 1 and space.positions[i].in_channels == space.positions[i].out_channels
+                       else 5 for i in range(22)])  # fmt: skip
+    net(torch.randn(4, *space.input_shape), arch).sum().backward()
+    on_path = {id(p) for p in net.path_parameters(arch)}
+    assert on_path
+    for p in net.parameters():
+        assert (p.grad is not None) == (id(p) in on_path)
+    bad = arch.to_array()
+    bad[1, 0] = 8
+    with pytest.raises(ArchError, match="block 1"):
+        net(torch.randn(1, *space.input_shape), bad)

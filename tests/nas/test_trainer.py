@@ -151,3 +151,17 @@ def test_unused_slices_stay_put_over_steps_inputs_and_step_sizes(digits16):
         assert torch.equal(tr.opt.state[params[k]]["momentum_buffer"][where], bufs[k][where]), k
     inside = {"rows": (slice(0, mid),), "cols": (slice(None), slice(0, mid)), "steps": (slice(0, mid),)}
     assert all(not torch.equal(params[k].detach()[w], kept[k][w]) for k, w in inside.items())  # the used part trained
+
+
+def test_mbconv_supernet_step_moves_only_the_sampled_path():
+    """fbnet-small: a sampled path (skips included) trains, unsampled paths stay put."""
+    space_name = "fbnet-small:size=16"
+    space = get_space(space_name)
+    data = load_data("digits", space)
+    rows = list(space.sample(np.random.default_rng(0), 3))
+    trainer, net = _trainer(space_name, data, rows)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    on_path = {id(p) for p in net.path_parameters(rows[0])}
+    trainer.train_step()
+    for n, p in net.named_parameters():
+        assert torch.equal(p, before[n]) == (id(p) not in on_path), n

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 
+import numpy as np
+
 from spos_hw.nas.space import Stage
+from spos_hw.nas.spaces.mbconv import MBConvSpace
 from spos_hw.nas.spaces.shufflenetv2 import ShuffleNetV2Space
 from spos_hw.protocol import Protocol
 
@@ -29,6 +33,21 @@ def make_tiny(name: str = "tiny", size: int = 16) -> ShuffleNetV2Space:
 def make_tiny_q(name: str = "tinyq"):
     """The tiny space with 2/4/8-bit weights and 4/8-bit activations (stem and head at 8/8)."""
     return dataclasses.replace(make_tiny(name), wbits=(2, 4, 8), abits=(4, 8), fixed_bits=(8, 8))
+
+
+def make_tiny_mbconv(name: str = "tinymb") -> MBConvSpace:
+    """4 blocks, 4 candidates; skip only at blocks 0, 1 and 3: 4 * 4 * 3 * 4 = 192 architectures."""
+    return MBConvSpace(name=name, input_shape=(1, 8, 8), num_classes=4, ops=("k3_e1", "k3_e3", "k5_e3", "skip"),
+                       stem_channels=4, stem_stride=1, stages=(Stage(2, 4, 1), Stage(2, 8)), head_channels=8)  # fmt: skip
+
+
+def all_op_archs(space) -> np.ndarray:
+    """Every architecture of an op-only space, as an ``ArchBatch`` (allowed choices only)."""
+    rows = [list(itertools.compress(range(len(space.ops)), space.choice_mask()[p.index, :, 0, 0, 0])) for p in space.positions]
+    allb = np.array(list(itertools.product(*rows)))
+    batch = np.zeros((len(allb), space.num_blocks, 4), dtype=np.int64)
+    batch[..., 0] = allb
+    return batch
 
 
 def space_file(tmp_path, space):

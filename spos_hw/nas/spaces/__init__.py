@@ -14,6 +14,14 @@ from typing import Any, Callable
 
 from spos_hw.errors import ArchError, ArtifactError, ArtifactMismatch, SpaceError
 from spos_hw.nas.space import Arch, SearchSpace
+from spos_hw.nas.spaces.mbconv import (
+    FBNET_IMAGENET,
+    FBNET_SMALL,
+    PROXYLESS_GPU_IMAGENET,
+    PROXYLESS_IMAGENET,
+    PROXYLESS_SMALL,
+    MBConvSpace,
+)
 from spos_hw.nas.spaces.resnet import MIXED_BITS, ResNetSpace
 from spos_hw.nas.spaces.resnet import SMALL as RESNET_SMALL
 from spos_hw.nas.spaces.shufflenetv2 import IMAGENET, PAPER_SCALES, SMALL, ShuffleNetV2Space
@@ -132,5 +140,18 @@ register_space(
         name=name, **RESNET_SMALL, channel_scales=(0.5, 0.75, 1.0), wbits=MIXED_BITS, abits=MIXED_BITS, fixed_bits=(8, 8)
     ),
 )
+
+
+def _mbconv(params: dict, **extra) -> Callable[[str], SearchSpace]:
+    return lambda name: MBConvSpace(name=name, **{**params, **extra})
+
+
+# MobileNet-family spaces with skip choices (docs/spaces.md)
+register_space("fbnet-imagenet", _mbconv(FBNET_IMAGENET))
+register_space("fbnet-small", _mbconv(FBNET_SMALL))
+register_space("fbnet-small-w48a8", _mbconv(FBNET_SMALL, **_DEPLOY_BITS))
+register_space("proxylessnas-imagenet", _mbconv(PROXYLESS_IMAGENET))
+register_space("proxylessnas-gpu-imagenet", _mbconv(PROXYLESS_GPU_IMAGENET))
+register_space("proxylessnas-small", _mbconv(PROXYLESS_SMALL))
 
 __all__ = ["get_space", "list_spaces", "read_arch", "register_space", "space_from_record"]
