@@ -7,8 +7,11 @@ so a phone or a Raspberry Pi measures with exactly the same code and needs only 
 and numpy. Keep it free of torch and of spos_hw imports.
 
 Protocol: every entry gets ``warmup`` untimed runs, then ``rounds`` rounds; in each round
-every entry gets one *turn* (``turn_warmup`` untimed runs, then ``repeats`` timed
-back-to-back runs) in a shuffled order, so drift and neighbours' load hit all entries alike.
+every entry gets one *turn* (``turn_warmup`` untimed runs and then more until ``turn_warmup_ms``
+have passed, then ``repeats`` timed back-to-back runs) in a shuffled order, so drift and
+neighbours' load hit all entries alike while every timed run finds the entry warm: its weights
+back in cache after the other entries ran, and the core busy again after the bookkeeping
+between turns (a fixed number of runs is microseconds for a small block).
 An entry's latency is the ``statistic`` of its ``rounds x repeats`` samples: ``min`` by default
 (interference from other processes only ever adds time; on a shared machine the minimum is
 far more repeatable than the median), or ``median`` on a quiet, dedicated device. Median,
@@ -65,6 +68,9 @@ class Protocol:
     """Timed back-to-back runs per turn."""
     turn_warmup: int = 2
     """Untimed runs at the start of each turn (refill caches after the other entries ran)."""
+    turn_warmup_ms: float = 5.0
+    """...and more untimed runs until this much time (on the protocol's clock) has passed in the
+    turn's warm-up (tables written before this field existed used 0)."""
     statistic: str = "min"
     """Which statistic of the samples is the entry's latency: ``min`` or ``median``."""
     clock: str = "wall"
@@ -77,6 +83,8 @@ class Protocol:
         for f in ("warmup", "turn_warmup"):
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 0:
                 raise ProtocolError(f"protocol {f} must be an integer >= 0, got {getattr(self, f)!r}")
+        if not isinstance(self.turn_warmup_ms, (int, float)) or isinstance(self.turn_warmup_ms, bool) or self.turn_warmup_ms < 0:
+            raise ProtocolError(f"protocol turn_warmup_ms must be a number >= 0, got {self.turn_warmup_ms!r}")
         for f in ("rounds", "repeats"):
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
                 raise ProtocolError(f"protocol {f} must be an integer >= 1, got {getattr(self, f)!r}")
@@ -104,7 +112,7 @@ class Protocol:
         names = {f.name for f in fields(Protocol)}
         if not isinstance(d, Mapping) or set(d) - names:
             raise ProtocolError(f"bad protocol record {d!r}; expected keys {sorted(names)}")
-        return Protocol(**d)
+        return Protocol(**{"turn_warmup_ms": 0.0, **d})  # a record older than the field measured without it
 
 
 def default_clock(device: str, threads: int) -> str:
@@ -164,6 +172,10 @@ def measure(
             timer = timers[k]
             if protocol.turn_warmup:
                 timer(protocol.turn_warmup)
+            now = clock_ns(protocol.clock)  # the protocol's clock: CPU time of this thread, or wall time
+            deadline = now() + int(protocol.turn_warmup_ms * 1e6)
+            while now() < deadline:
+                timer(1)
             done[k].append([round(float(t), 6) for t in timer(protocol.repeats)])
             if on_turn is not None:
                 on_turn(k, done)

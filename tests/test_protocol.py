@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from spos_hw.errors import SposHwError
-from spos_hw.protocol import Protocol, ProtocolError, measure, summarize
+from spos_hw.protocol import Protocol, ProtocolError, flatten, measure, summarize
 
 
 class Fake:
@@ -39,7 +41,7 @@ def test_measure_interleaves_rounds_and_counts_runs():
 def test_measure_resumes_without_repeating_finished_turns():
     log = []
     timers = {k: Fake(k, log, 1.0) for k in "ab"}
-    p = Protocol(warmup=0, rounds=3, repeats=2, turn_warmup=0)
+    p = Protocol(warmup=0, rounds=3, repeats=2, turn_warmup=0, turn_warmup_ms=0.0)
     out = measure(timers, p, samples={"a": [[9.0, 9.0], [8.0, 8.0]], "b": [[7.0, 7.0]]})
     assert out["a"][:2] == [[9.0, 9.0], [8.0, 8.0]] and out["b"][0] == [7.0, 7.0]
     assert sorted(k for k, _ in log) == ["a", "b", "b"]  # 1 missing turn of a, 2 of b
@@ -66,3 +68,37 @@ def test_protocol_json_roundtrip():
     assert Protocol.from_json(p.to_json()) == p
     with pytest.raises(ProtocolError):
         Protocol.from_json({"rounds": 3, "bogus": 1})
+
+
+class ColdAfterSwitch:
+    """A runtime whose first ``cold`` runs after another entry ran take 3x: a cache refilled, a core
+    woken up. Each run really takes its time (busy wait), as the protocol's time-based warm-up sees it."""
+
+    last = None
+
+    def __init__(self, key, ms=0.05, cold=40):
+        self.key, self.ms, self.cold, self.left = key, ms, cold, 0
+
+    def __call__(self, n):
+        if ColdAfterSwitch.last != self.key:
+            ColdAfterSwitch.last, self.left = self.key, self.cold
+        out = []
+        for _ in range(n):
+            t = self.ms * (3 if self.left > 0 else 1)
+            self.left -= 1
+            end = time.perf_counter() + t / 1e3
+            while time.perf_counter() < end:
+                pass
+            out.append(t)
+        return out
+
+
+def test_every_timed_run_is_warm_even_when_a_switch_costs_many_runs():
+    """40 cold runs (6 ms) after each switch: a fixed 2-run warm-up times only cold runs and reads
+    3x the truth; the time-based turn warm-up reaches the warm figure."""
+    timers = {k: ColdAfterSwitch(k) for k in "abc"}
+    old = measure(timers, Protocol(warmup=0, rounds=3, repeats=10, turn_warmup=2, turn_warmup_ms=0.0, clock="thread"))
+    assert all(min(flatten(v)) == pytest.approx(0.15) for v in old.values())  # the cold-cache bias
+    new = measure(timers, Protocol(warmup=0, rounds=3, repeats=10, turn_warmup=2, turn_warmup_ms=10.0, clock="thread"))
+    assert all(min(flatten(v)) == pytest.approx(0.05) for v in new.values())
+    assert Protocol().turn_warmup_ms >= 5.0 and Protocol.from_json({"warmup": 1}).turn_warmup_ms == 0.0  # older tables: none

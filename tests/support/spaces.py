@@ -13,7 +13,7 @@ from spos_hw.nas.spaces.mbconv import MBConvSpace
 from spos_hw.nas.spaces.shufflenetv2 import ShuffleNetV2Space
 from spos_hw.protocol import Protocol
 
-FAST = Protocol(warmup=1, rounds=2, repeats=2, turn_warmup=0)
+FAST = Protocol(warmup=1, rounds=2, repeats=2, turn_warmup=0, turn_warmup_ms=0.0)
 
 
 def make_tiny(name: str = "tiny", size: int = 16) -> ShuffleNetV2Space:
