@@ -122,16 +122,27 @@ class SupernetScorer:
         progress: a tqdm bar over the candidates of each call.
         metric: ``accuracy`` (held-out top-1) or ``neg_loss`` (minus the held-out mean
             cross-entropy): the score; higher is better either way.
+        fuse: score float spaces through the path cut out with its BN folded into the convs
+            (the same function up to float rounding, ~1.6x faster; ``docs/search.md``).
     """
 
     METRICS = ("accuracy", "neg_loss")
 
     def __init__(
-        self, supernet: nn.Module, data: ScoringData, *, channels_last: bool = True, progress: bool = False, metric: str = "accuracy"
+        self,
+        supernet: nn.Module,
+        data: ScoringData,
+        *,
+        channels_last: bool = True,
+        progress: bool = False,
+        metric: str = "accuracy",
+        fuse: bool = True,
     ) -> None:
         if metric not in self.METRICS:
             raise DataError(f"unknown scoring metric {metric!r}; choose one of {', '.join(self.METRICS)}")
         self.metric = metric
+        self.fuse = fuse and not supernet.space.quantized  # quantized weights would quantize differently once folded
+        self.channels_last = channels_last
         self.net = supernet.eval()
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
@@ -169,12 +180,26 @@ class SupernetScorer:
             for bn in bns:
                 bn.eval()
 
+    def path_forward(self, row: np.ndarray):
+        """``x -> logits`` of the path with its current BN statistics (eval mode): the supernet itself,
+        or (``fuse``) the path cut out with its BN folded into the convs."""
+        if not self.fuse:
+            return lambda x: self.net(x, row)
+        from spos_hw.nas.blocks import fuse_bn_
+
+        with torch.random.fork_rng(devices=[]):  # the subnet's (overwritten) init must not move the caller's RNG
+            sub = fuse_bn_(self.net.materialize(self.space.decode(row)[0]))
+        if self.channels_last:
+            sub = sub.to(memory_format=torch.channels_last)
+        return sub
+
     @torch.inference_mode()
     def holdout_metrics(self, row: np.ndarray) -> dict[str, float]:
         """Top-1 and mean cross-entropy on the held-out batches with the current BN statistics (eval mode)."""
         correct, loss = 0, 0.0
+        forward = self.path_forward(row)
         for x, y in self.data.holdout:
-            logits = self.net(x, row).float()
+            logits = forward(x).float()
             correct += int((logits.argmax(1) == y).sum())
             loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
         n = self.data.holdout_images

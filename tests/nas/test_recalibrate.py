@@ -168,3 +168,23 @@ def test_held_out_subset_keeps_the_class_mix_of_a_class_sorted_folder(tmp_path):
     scored = np.bincount(torch.cat([y for _, y in scorer.data.holdout]).numpy(), minlength=5)
     assert scored.sum() == 20 and info["holdout_subset"] == "stratified"
     assert np.abs(scored - 20 * held / held.sum()).max() <= 1.0, (scored, held)  # stratified: within one image per class
+
+
+@pytest.mark.parametrize("name", ["shufflenetv2-small-ch:size=8", "fbnet-small:size=16", "resnet18-mixed:size=8"])
+def test_scoring_through_the_folded_path_is_the_same_function(name):
+    """BN folded into the convs of the cut-out path: the same scores as the supernet path (float
+    rounding aside), for sliced widths and grouped convs; quantized spaces are never folded."""
+    space = get_space(name)
+    torch.manual_seed(0)
+    nets = [Supernet(space), None]
+    nets[1] = copy.deepcopy(nets[0])
+    g = torch.Generator().manual_seed(1)
+    recal = [torch.randn(32, *space.input_shape, generator=g) for _ in range(2)]
+    hold = [(torch.randn(64, *space.input_shape, generator=g), torch.randint(0, space.num_classes, (64,), generator=g))]
+    fused, plain = (SupernetScorer(n, ScoringData.build(recal, hold), fuse=f) for n, f in zip(nets, (True, False)))
+    assert fused.fuse == (not space.quantized) and not plain.fuse
+    state = torch.get_rng_state()
+    for row in space.sample(np.random.default_rng(2), 4):
+        a, b = fused.evaluate(row), plain.evaluate(row)
+        assert a["accuracy"] == b["accuracy"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+    assert torch.equal(torch.get_rng_state(), state)  # cutting out the path draws nothing from the caller's RNG
