@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import spos_hw
+from spos_hw.errors import ArtifactMismatch
 from spos_hw.latency.predictor import load_predictor
 from spos_hw.nas.checkpoint import load_subnet, load_supernet
 from spos_hw.nas.search import report_search
@@ -83,9 +84,11 @@ def test_legacy_search_state_loads_and_a_changed_scoring_rule_is_named(legacy_co
 
 def test_finished_legacy_training_resumes_without_training_again(legacy_copy, monkeypatch):
     monkeypatch.chdir(legacy_copy)  # the runs recorded relative paths (see the README)
-    res = spos_hw.train_supernet(space="tiny.json", data="digits", steps=6, batch_size=32, ckpt_every=3,
-                                 constraints=(("latency", None, None),), lut="lut.json", threads=1, out="supernet.pt",
-                                 resume=True, progress=False)  # fmt: skip
+    old = dict(space="tiny.json", data="digits", steps=6, batch_size=32, ckpt_every=3, constraints=(("latency", None, None),),
+               lut="lut.json", threads=1, out="supernet.pt", resume=True, progress=False)  # fmt: skip
+    with pytest.raises(ArtifactMismatch, match="sharing='independent'"):  # it predates weight sharing modes: independent
+        spos_hw.train_supernet(**old)
+    res = spos_hw.train_supernet(**old, sharing="independent")
     assert res["finished"] and res["step"] == 6
     again = spos_hw.retrain(arch=EXPECT["subnet_arch"], space="tiny.json", data="digits", steps=4, batch_size=32,
                             out="model.pt", resume=True, progress=False)  # fmt: skip

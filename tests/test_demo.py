@@ -9,7 +9,7 @@ import pytest
 from spos_hw.demo import STATE, Demo, DemoConfig, Preset, latency_budget, run_demo
 
 TINY = Preset(rounds=2, calibrate=2, validate=3, supernet_epochs=0.1, population=4, generations=2,
-              recal_images=64, holdout=64, retrain_epochs=0.1)  # fmt: skip
+              recal_images=64, holdout=64, retrain_epochs=0.1, compare=3, batch_sizes=(1,))  # fmt: skip
 SPACE = "shufflenetv2-small:size=8"
 KEYS = {"test_accuracy", "latency_budget_ms", "latency_predicted_ms", "latency_measured_ms", "flops", "params",
         "onnx_max_abs_diff", "onnx_top1_agreement", "arch", "wall_seconds"}  # fmt: skip
@@ -27,10 +27,15 @@ def test_demo_writes_every_artifact_and_summary(demo_dir):
     d, s = demo_dir
     assert KEYS <= set(s)
     assert json.loads((d / "summary.json").read_text()) == s
-    assert set(s["wall_seconds"]) == {"profile", "train_supernet", "search", "retrain", "export", "measure"}
+    assert set(s["wall_seconds"]) == {"profile", "train_supernet", "search", "compare", "retrain", "export", "measure"}
+    nets = s["searched_vs_random"]
+    assert [n["role"] for n in nets] == ["searched", "random", "random", "random"] and nets[0]["arch"] == s["arch"]
+    assert all(n["latency_predicted_ms"] <= s["latency_budget_ms"] and n["latency_measured_ms"] > 0 for n in nets)
+    assert s["verdict"].startswith("the searched net ") and "random nets" in s["verdict"] and s["verdicts"][0]["n_random"] == 3
+    assert s["latency_batch_size"] == 1 and "spread_over_noise" in s["latency_spread"]
     assert 0.0 <= s["test_accuracy"] <= 1.0 and s["onnx_top1_agreement"] == 1.0 and s["onnx_max_abs_diff"] <= 1e-4
     assert s["latency_measured_ms"] > 0 and s["latency_predicted_ms"] <= s["latency_budget_ms"]
-    for name in ("lut.json", "supernet.pt", "search/result.json", "model.pt", "model.onnx", "latency.json", "report.md"):
+    for name in ("lut.json", "supernet.pt", "search/result.json", "compare.json", "model.pt", "model.onnx", "latency.json", "report.md"):
         assert (d / name).is_file(), name
     assert {"latency_predicted_vs_measured.png", "supernet.png", "model.png", "search/pareto_latency.png"} <= set(s["artifacts"]["plots"])
     assert s["arch"] in (d / "report.md").read_text()
@@ -43,13 +48,13 @@ def test_rerun_skips_valid_steps_and_redoes_a_changed_one(demo_dir, caplog):
     caplog.set_level("INFO", logger="spos_hw.demo")
     again = run_demo(workdir=str(d), data="digits", preset=TINY, space=SPACE, progress=False, threads=1)
     assert again["wall_seconds"] == s["wall_seconds"] and again["arch"] == s["arch"]
-    assert caplog.text.count("done before") == 6
+    assert caplog.text.count("done before") == 7
     (d / "latency.json").unlink()  # only the measurement is redone
     caplog.clear()
     run_demo(workdir=str(d), data="digits", preset=TINY, space=SPACE, progress=False, threads=1)
-    assert caplog.text.count("done before") == 5
+    assert caplog.text.count("done before") == 6
     new = json.loads((d / STATE).read_text())
-    for step in ("profile", "train_supernet", "search", "retrain", "export"):
+    for step in ("profile", "train_supernet", "search", "compare", "retrain", "export"):
         assert new["steps"][step] == state["steps"][step]
 
 

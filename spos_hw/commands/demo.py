@@ -12,9 +12,10 @@ def _text(s: dict) -> str:
         f"arch: {s['arch']}",
         f"test accuracy: {100 * s['test_accuracy']:.2f}% ({s['data']}, {s['test_images']:,} test images)",
         f"latency: budget {s['latency_budget_ms']:.4f} ms, predicted {s['latency_predicted_ms']:.4f} ms, "
-        f"measured {s['latency_measured_ms']:.4f} ms ({'within' if s['latency_within_budget'] else 'OVER'} budget)",
+        f"measured {s['latency_measured_ms']:.4f} ms ({'within' if s['latency_within_budget'] else 'OVER'} budget, batch {s['latency_batch_size']})",
         f"ONNX: max abs diff {s['onnx_max_abs_diff']:.2e}, top-1 agreement {100 * s['onnx_top1_agreement']:.2f}%",
         f"wall time: {s['wall_seconds_total']:.0f} s (" + ", ".join(f"{k} {v:.0f}" for k, v in s["wall_seconds"].items()) + ")",
+        f"verdict: {s['verdict']}",
     ])  # fmt: skip
 
 

@@ -72,7 +72,10 @@ def _parse_range(text: str) -> tuple[float | None, float | None]:
 @click.option("--lut", help="Latency table (from `spos-hw profile`) for --constraint latency.")
 @click.option("--holdout", type=click.FloatRange(min=0), default=0.1, show_default=True, help="Training data held out for search: a fraction, or a count if >= 1.")
 @click.option("--holdout-seed", type=int, default=0, show_default=True)
-def train_supernet_cmd(constraints, ranges, bins, sampling, lut, holdout, holdout_seed, as_json, **kw) -> None:
+@click.option("--sharing", type=click.Choice(["entangled", "independent"]), default="entangled", show_default=True,
+              help="entangled: choices that differ only in kernel size or width share weights (first channels, "
+                   "centre of the kernel; BN stays per choice); independent: every choice its own (the paper).")  # fmt: skip
+def train_supernet_cmd(constraints, ranges, bins, sampling, lut, holdout, holdout_seed, sharing, as_json, **kw) -> None:
     """Train a weight-sharing supernet, one uniformly sampled path per step.
 
     \b
@@ -87,7 +90,7 @@ def train_supernet_cmd(constraints, ranges, bins, sampling, lut, holdout, holdou
     cons = tuple((c, *_parse_range(r)) for c, r in zip(constraints, ranges))
     config = SupernetConfig(
         **_common(kw), constraints=cons, bins=bins, sampling=sampling, lut=lut,
-        holdout=holdout if holdout < 1 else int(holdout), holdout_seed=holdout_seed,
+        holdout=holdout if holdout < 1 else int(holdout), holdout_seed=holdout_seed, sharing=sharing,
     )  # fmt: skip
     result = train_supernet(config, progress=not as_json)
     if main_process():
@@ -99,7 +102,7 @@ def _supernet_text(r: dict[str, Any]) -> str:
     how = "uniform" if s["kind"] == "uniform" else f"{s['method']} uniform-constrained ({', '.join(c['cost'] for c in s['constraints'])})"
     return "\n".join([
         f"supernet: {r['checkpoint']} (step {r['step']}/{r['steps']}{'' if r['finished'] else ', unfinished'})",
-        f"space: {r['space']} ({r['fingerprint']}), sampling: {how}",
+        f"space: {r['space']} ({r['fingerprint']}), sampling: {how}, weight sharing: {r['sharing']}",
         f"data: {r['data']['dataset']}, {r['data']['holdout']['train_size']} training images, "
         f"{r['data']['holdout']['size']} held out for search (seed {r['data']['holdout']['seed']})",
         f"last log window: loss {r['train_loss']}, accuracy {r['train_acc']} (sampled paths); {r['train_time_s']:.0f} s training",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Sequence
 
 import numpy as np
 
@@ -86,12 +87,14 @@ def validate_table(
     plot: str | os.PathLike | None = None,
     compose: bool = False,
     progress: bool = False,
+    extra_archs: Sequence[Arch] = (),
 ) -> dict:
     """Measure ``samples`` fresh subnets twice and report the predictor's accuracy (see module doc).
 
     With ``compose`` (ONNX runtimes only) each subnet's graph is chained from block graphs
     exported in one batch instead of exported on its own: the same ops and weights layout
     (tests check it op by op and numerically), minutes faster for large ``samples``.
+    ``extra_archs`` are measured with them, first (the demo's searched and random nets).
     """
     from tqdm.auto import tqdm
 
@@ -105,7 +108,9 @@ def validate_table(
         space = table.build_space()
     table.check(space, what="latency table")
     predictor = predictor_from_table(table, space)
-    archs = fresh_archs(space, samples, np.random.default_rng(seed), set(table.calibration_archs))
+    extra = [space.arch(a) for a in extra_archs]
+    fresh = fresh_archs(space, samples, np.random.default_rng(seed), set(table.calibration_archs) | {str(a) for a in extra})
+    archs = list(dict.fromkeys([*extra, *fresh]))
     rt = runtime or get_runtime(table.runtime["name"], table.runtime["device"], threads=int(table.runtime["threads"]),
                                 clock=table.protocol.clock)
     with rt:
@@ -132,7 +137,7 @@ def validate_table(
         "batch_size": table.batch_size,
         "statistic": stat,
         "clock": table.protocol.clock,
-        "samples": samples,
+        "samples": len(archs),
         "seed": seed,
         "subnet_onnx": ("composed from block exports" if compose else "exported one by one") if rt.uses_onnx else None,
         **metrics(predicted, measured, remeasured),

@@ -8,7 +8,8 @@ and read only with ``spos_hw.io.load_checkpoint`` (``weights_only=True``). Keys:
 ``scheduler``, ``sampler`` (its RNG state, supernets), ``step``, ``total_steps``, ``epoch``,
 ``position`` (batch within the epoch), ``chunks`` (ranks x accumulation steps), ``curve``,
 ``data`` (dataset, classes, normalization mean/std, input shape, test origin, holdout split),
-``elapsed_s``, ``versions``; subnets add ``arch``, ``arch_json``, ``test_accuracy``.
+``elapsed_s``, ``versions``; supernets add ``sharing`` (``nas.sharing``; absent in older
+checkpoints, which are ``independent``); subnets add ``arch``, ``arch_json``, ``test_accuracy``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ FORMAT = 1
 
 TRAINING_STATE = ("model", "optimizer", "scheduler", "scaler", "sampler")
 """Keys of the trainer's state that only the checkpoint holds (the summary JSON leaves them out)."""
+
+LEGACY_DEFAULTS: dict[str, Any] = {"sharing": "independent"}
+"""Config fields whose default changed after checkpoints without them were written: what those used."""
 
 RESUME_FREE = frozenset({"out", "resume", "overwrite", "log_every", "ckpt_every", "device", "threads", "workers", "accum"})
 """Config fields a resumed run may change: they do not alter the training trajectory."""
@@ -103,7 +107,7 @@ def check_resumable(
     An option the checkpoint does not record (it is older than the option) counts as its default.
     """
     check_kind_and_space(ckpt, kind=kind, space=space, path=path)
-    old = {**(defaults or {}), **ckpt.get("config", {})}
+    old = {**(defaults or {}), **{k: v for k, v in LEGACY_DEFAULTS.items() if k in config}, **ckpt.get("config", {})}
     diffs = [
         f"{k}={old.get(k)!r} (now {config.get(k)!r})"
         for k in sorted(set(old) | set(config))
@@ -144,9 +148,19 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None):
     rebuilt = space_of(ckpt, path)
     if space is not None:
         check_space(ckpt, space, path)
-    net = Supernet(space or rebuilt)
+    net = Supernet(space or rebuilt, sharing=sharing_of(ckpt, path))
     net.load_state_dict(ckpt["model"])
     return net, ckpt
+
+
+def sharing_of(ckpt: dict, path: str | Path = "checkpoint") -> str:
+    """The weight-sharing mode a supernet checkpoint was trained with (``independent`` if unrecorded)."""
+    from spos_hw.nas.sharing import LEGACY_SHARING, SHARING_MODES
+
+    mode = ckpt.get("sharing", LEGACY_SHARING)
+    if mode not in SHARING_MODES:
+        raise ArtifactError(f"checkpoint {str(path)!r} records weight sharing {mode!r}; this version knows {', '.join(SHARING_MODES)}")
+    return mode
 
 
 def load_subnet(path: str | Path):
@@ -193,6 +207,7 @@ __all__ = [
     "data_for_checkpoint",
     "load_subnet",
     "load_supernet",
+    "sharing_of",
     "space_of",
     "versions",
     "write_checkpoint",

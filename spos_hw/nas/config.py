@@ -87,6 +87,7 @@ class SupernetConfig(TrainConfig):
     lut: str | None = None  # latency table for a latency constraint
     holdout: float = 0.1  # training data held out for search scoring: a fraction, or a count if >= 1
     holdout_seed: int = 0  # seed of the stratified held-out split (search reproduces it)
+    sharing: str = "entangled"  # entangled (choices differing in kernel/width share weights) | independent (the paper)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -96,6 +97,7 @@ class SupernetConfig(TrainConfig):
             (not any(c[0] == "latency" for c in self.constraints) or self.lut is not None,
              "a latency constraint needs a latency table: pass --lut lut.json (made by `spos-hw profile`)"),
             (self.holdout >= 0, f"--holdout must be >= 0, got {self.holdout}"),
+            (self.sharing in ("entangled", "independent"), f"--sharing must be entangled or independent, got {self.sharing!r}"),
         )  # fmt: skip
 
 

@@ -166,10 +166,10 @@ def train_supernet(
         cfg = run.finish_config(config, len(split.train))
         data_info = {**run.data.info(), "holdout": split.to_json()}
         order = BatchOrder(split.train, cfg.batch_size, cfg.seed)
-        model = _seeded_init(lambda: Supernet(run.space), cfg.seed)
+        model = _seeded_init(lambda: Supernet(run.space, sharing=cfg.sharing), cfg.seed)
         trainer = Trainer(model, SupernetPolicy(model, sampler), data=run.data, order=order, config=cfg, dist=run.dist)
-        run.train(trainer, {"data": data_info, "sampling": sampler.describe()}, stop_after)
-        return {**run.summary(trainer, f"supernet {run.space.name}"), "sampling": sampler.describe(), "data": data_info}
+        run.train(trainer, {"data": data_info, "sampling": sampler.describe(), "sharing": cfg.sharing}, stop_after)
+        return {**run.summary(trainer, f"supernet {run.space.name}"), "sampling": sampler.describe(), "data": data_info, "sharing": cfg.sharing}
     finally:
         shutdown(run.dist)
 

@@ -64,23 +64,19 @@ def linear_decay(total: int) -> Callable[[int], float]:
 
 
 @contextlib.contextmanager
-def keep_unused_slices(opt: torch.optim.Optimizer, parts: list[tuple[nn.Parameter, tuple[slice, ...]]]):
-    """Undo the optimizer step outside each used slice (weights and momentum buffers)."""
+def keep_unused_slices(opt: torch.optim.Optimizer, parts: list[tuple[nn.Parameter, torch.Tensor]]):
+    """Undo the optimizer step outside each used region (weights and momentum buffers)."""
     saved = []
-    for p, s in parts:
+    for p, used in parts:
         buf = opt.state.get(p, {}).get("momentum_buffer")
-        saved.append((p, s, p.detach().clone(), None if buf is None else buf.clone()))
+        saved.append((p, used.to(p.device), p.detach().clone(), None if buf is None else buf.clone()))
     yield
     with torch.no_grad():
-        for p, s, old, old_buf in saved:
-            old[s] = p[s]
-            p.copy_(old)
+        for p, used, old, old_buf in saved:
+            p.copy_(torch.where(used, p, old))
             buf = opt.state.get(p, {}).get("momentum_buffer")
             if buf is not None:
-                fresh = torch.zeros_like(buf) if old_buf is None else old_buf
-                fresh[s] = buf[s]
-                buf.copy_(fresh)
-
+                buf.copy_(torch.where(used, buf, torch.zeros_like(buf) if old_buf is None else old_buf))
 
 
 # ----------------------------------------------------------------------------- policies
@@ -138,7 +134,7 @@ class SupernetPolicy:
 
     def __init__(self, supernet: nn.Module, sampler: Any) -> None:
         self.supernet, self.sampler = supernet, sampler
-        self.sliced = len(supernet.space.channel_scales) > 1
+        self.sliced = len(supernet.space.channel_scales) > 1 or supernet.sharing != "independent"
 
     def arch(self, dist: Dist) -> np.ndarray:
         row = self.sampler.sample(1)[0] if dist.main else None

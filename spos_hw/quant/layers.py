@@ -154,7 +154,7 @@ class _QuantMixin:
         q = _pick(self.wq, wbits, "weight")
         if q is None:
             return w
-        q.ensure_initialized(self.weight)
+        q.ensure_initialized(self.own_weight())  # the layer's own channels and kernel, even when shared
         return q(w)
 
 

@@ -26,3 +26,15 @@ def test_cli_train_supernet_and_errors(run_cli, tmp_path):
                       "use --space shufflenetv2-small:classes=10")  # fmt: skip
     assert_user_error(run_cli("train-supernet", "--space", SPACE, "--data", "digits", "--out", out), "already exists")
     assert_user_error(run_cli("retrain", "1,2", "--space", SPACE, "--data", "digits", "--out", tmp_path / "m.pt"), "blocks")
+
+
+def test_cli_sharing_option(tmp_path, run_cli):
+    from spos_hw.nas.checkpoint import load_supernet
+
+    out = tmp_path / "sn.pt"
+    res = run_cli("train-supernet", "--space", SPACE, "--data", "digits", "--steps", "2", "--batch-size", "16",
+                  "--threads", "1", "--sharing", "entangled", "--out", out, "--json")  # fmt: skip
+    assert res.code == 0, res.err
+    assert load_supernet(out)[0].sharing == "entangled"
+    res = run_cli("train-supernet", "--space", SPACE, "--data", "digits", "--sharing", "braided", "--out", tmp_path / "x.pt")
+    assert res.code == 2 and "braided" in res.err

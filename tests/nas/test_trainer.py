@@ -37,7 +37,7 @@ def digits16():
 def _trainer(space_name, data, rows, **cfg):
     space = get_space(space_name)
     torch.manual_seed(0)
-    net = Supernet(space)
+    net = Supernet(space, sharing=cfg.pop("sharing", "independent"))
     config = resolve(TrainConfig(space=space_name, data="digits", out="-", steps=100, batch_size=16, lr=0.5, weight_decay=1e-3, **cfg), len(data.train))
     order = BatchOrder(np.arange(len(data.train)), 16, 0)
     return Trainer(net, SupernetPolicy(net, Sequence_(rows)), data=data, order=order, config=config, dist=Dist()), net
