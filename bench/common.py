@@ -6,7 +6,7 @@ import json
 import platform
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def median_time(fn: Callable[[], object], repeats: int = 7, warmup: int = 1) -> float:

@@ -18,8 +18,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import print_table  # noqa: E402
-from export_parity import calibrated  # noqa: E402
+from common import print_table
+from export_parity import calibrated
 
 
 def time_pair(net, session, x, rounds: int, reps: int) -> tuple[float, float]:
@@ -75,14 +75,22 @@ def main() -> None:
             session = ort_session(export_onnx(net, (x,)).SerializeToString(), threads=args.threads)
             t_torch, t_ort = time_pair(net, session, x, args.rounds, reps)
             rows.append([name, str(arch)[:40], args.batch, t_torch * 1e3, t_ort * 1e3, t_ort / t_torch])
-            print(f"{name} {i + 1}/{args.archs}: torch {t_torch * 1e3:.2f} ms, ORT {t_ort * 1e3:.2f} ms", file=sys.stderr, flush=True)
+            print(
+                f"{name} {i + 1}/{args.archs}: torch {t_torch * 1e3:.2f} ms, ORT {t_ort * 1e3:.2f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
     print_table(
         f"ONNX Runtime CPU vs torch eager (median ms per forward, {args.threads} thread(s), interleaved)",
         ["space", "arch", "batch", "torch ms", "ORT ms", "ORT / torch"],
-        rows, args.json,
-        extra={"torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
-               "median ratio": f"{statistics.median(r[-1] for r in rows):.3f}"},
-    )  # fmt: skip
+        rows,
+        args.json,
+        extra={
+            "torch": torch.__version__,
+            "onnxruntime": __import__("onnxruntime").__version__,
+            "median ratio": f"{statistics.median(r[-1] for r in rows):.3f}",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import print_table  # noqa: E402
+from common import print_table
 
 SPACES = {  # space: (inputs, batch)
     "shufflenetv2-small": (256, 32),
@@ -79,25 +79,35 @@ def run(names: list[str], n_archs: int, seed: int, budget_s: float) -> list[dict
                 break
             r = one_arch(space, space.random_arch(rngs[n]), xs[n], SPACES[n][1], seed + i)
             results[n].append(r)
-            print(f"{n} {i + 1}/{n_archs} {r['arch']}: diff {r['max_abs_diff']:.3g} rel {r['rel']:.3g} "
-                  f"top1 {r['top1_agreement']:.4f} qdq steps {r.get('max_step_error', '-')} bits {r.get('qdq_bit_mismatches', '-')} "
-                  f"e2e steps {r.get('end_to_end_max_step_error', '-')} e2e frac {r.get('end_to_end_step_error_fraction', '-')} "
-                  f"export {r['export_s']:.1f}s",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"{n} {i + 1}/{n_archs} {r['arch']}: diff {r['max_abs_diff']:.3g} rel {r['rel']:.3g} "
+                f"top1 {r['top1_agreement']:.4f} qdq steps {r.get('max_step_error', '-')} bits {r.get('qdq_bit_mismatches', '-')} "
+                f"e2e steps {r.get('end_to_end_max_step_error', '-')} e2e frac {r.get('end_to_end_step_error_fraction', '-')} "
+                f"export {r['export_s']:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
     out = []
     for n, rs in results.items():
         if not rs:
             continue
-        out.append({
-            "space": n, "archs": len(rs), "inputs": SPACES[n][0], "batch": SPACES[n][1],
-            "precision": "int8" if spaces[n].quantized else "fp32",
-            "max_abs_diff": max(r["max_abs_diff"] for r in rs), "rel": max(r["rel"] for r in rs),
-            "top1": min(r["top1_agreement"] for r in rs), "steps": max(r.get("max_step_error", 0.0) for r in rs),
-            "bits": sum(r.get("qdq_bit_mismatches", 0) for r in rs),
-            "e2e": max(r.get("end_to_end_max_step_error", 0.0) for r in rs),
-            "e2e_frac": max(r.get("end_to_end_step_error_fraction", 0.0) for r in rs),
-            "export_s": [r["export_s"] for r in rs],
-        })  # fmt: skip
+        out.append(
+            {
+                "space": n,
+                "archs": len(rs),
+                "inputs": SPACES[n][0],
+                "batch": SPACES[n][1],
+                "precision": "int8" if spaces[n].quantized else "fp32",
+                "max_abs_diff": max(r["max_abs_diff"] for r in rs),
+                "rel": max(r["rel"] for r in rs),
+                "top1": min(r["top1_agreement"] for r in rs),
+                "steps": max(r.get("max_step_error", 0.0) for r in rs),
+                "bits": sum(r.get("qdq_bit_mismatches", 0) for r in rs),
+                "e2e": max(r.get("end_to_end_max_step_error", 0.0) for r in rs),
+                "e2e_frac": max(r.get("end_to_end_step_error_fraction", 0.0) for r in rs),
+                "export_s": [r["export_s"] for r in rs],
+            }
+        )
     return out
 
 
@@ -120,14 +130,38 @@ def main() -> None:
         q = r["precision"] == "int8"
         steps = f"{r['steps']:.3g} ({r['bits']} bits differ)" if q else "-"
         e2e = f"{r['e2e']:.3g} ({r['e2e_frac']:.2%} of elements)" if q else "-"
-        rows.append([r["space"], r["precision"], r["archs"], f"{r['inputs']} (batch {r['batch']})", f"{r['max_abs_diff']:.3g}",
-                     f"{r['rel']:.3g}", f"{r['top1']:.2%}", steps, e2e, f"{statistics.median(r['export_s']):.1f}"])  # fmt: skip
+        rows.append(
+            [
+                r["space"],
+                r["precision"],
+                r["archs"],
+                f"{r['inputs']} (batch {r['batch']})",
+                f"{r['max_abs_diff']:.3g}",
+                f"{r['rel']:.3g}",
+                f"{r['top1']:.2%}",
+                steps,
+                e2e,
+                f"{statistics.median(r['export_s']):.1f}",
+            ]
+        )
     print_table(
         "Export parity, ORT (ORT_ENABLE_ALL, CPU EP) vs torch: worst case over random archs",
-        ["space", "precision", "archs", "inputs", "max |diff|", "max |diff| / max |logit|", "min top-1 agreement", "Q/DQ max step error", "end-to-end max step error", "export s (median)"],
-        rows, args.json,
+        [
+            "space",
+            "precision",
+            "archs",
+            "inputs",
+            "max |diff|",
+            "max |diff| / max |logit|",
+            "min top-1 agreement",
+            "Q/DQ max step error",
+            "end-to-end max step error",
+            "export s (median)",
+        ],
+        rows,
+        args.json,
         extra={"torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__, "threads": args.threads},
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ import sys
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(__file__))
 
-import numpy as np  # noqa: E402
-from common import median_time, print_table  # noqa: E402
+import numpy as np
+from common import median_time, print_table
 
 
 def module_count(space, arch) -> int:

@@ -24,8 +24,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-from common import median_time, print_table  # noqa: E402
+import numpy as np
+from common import median_time, print_table
 
 TARGETS = {
     "build_s": ("<= 300 (imagenet)", lambda v, space: v <= 300 or "imagenet" not in space),
@@ -65,11 +65,17 @@ def bench_space(name: str, args) -> tuple[list[list], dict]:
         table.check(space)
     else:
         t = time.perf_counter()
-        table = profile_space(space, runtime=args.runtime, threads=args.threads, out=path, overwrite=True,
-                              progress=not args.json)
+        table = profile_space(space, runtime=args.runtime, threads=args.threads, out=path, overwrite=True, progress=not args.json)
         build_s = time.perf_counter() - t
-    report = validate_table(table, samples=args.samples, seed=args.seed, space=space, compose=args.compose,
-                            plot=os.path.join(args.tables, f"validate_{name}.png"), progress=not args.json)
+    report = validate_table(
+        table,
+        samples=args.samples,
+        seed=args.seed,
+        space=space,
+        compose=args.compose,
+        plot=os.path.join(args.tables, f"validate_{name}.png"),
+        progress=not args.json,
+    )
     with open(os.path.join(args.tables, f"validate_{name}.json"), "w") as fh:
         json.dump(report, fh, indent=1)
 

@@ -29,8 +29,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-from common import print_table  # noqa: E402
+import numpy as np
+from common import print_table
 
 
 def run_timer(session, clock_ns):
@@ -123,8 +123,12 @@ def main() -> None:
         "alone (exported, session.run)": lambda: alone(run_t, 10, proto.rounds * proto.repeats, stat),
     }
     for w in sorted({0, proto.turn_warmup, 10, 50}):
-        regimes[f"interleaved, turn warm-up {w} (exported)"] = lambda w=w: interleaved(exp_t, proto.rounds, proto.repeats, w, stat)
-        regimes[f"interleaved, turn warm-up {w} (composed)"] = lambda w=w: interleaved(comp_t, proto.rounds, proto.repeats, w, stat)
+        regimes[f"interleaved, turn warm-up {w} (exported)"] = lambda w=w: interleaved(
+            exp_t, proto.rounds, proto.repeats, w, stat
+        )
+        regimes[f"interleaved, turn warm-up {w} (composed)"] = lambda w=w: interleaved(
+            comp_t, proto.rounds, proto.repeats, w, stat
+        )
     results: dict[str, list[np.ndarray]] = {k: [] for k in regimes}
     names = [u.key for u in units]
     for _ in range(args.passes):
@@ -136,16 +140,27 @@ def main() -> None:
         m = passes[0]
         err = (predicted - m) / m
         retest = float(np.mean(np.abs(passes[1] - m) / m) * 100) if len(passes) > 1 else float("nan")
-        rows.append([k, float(np.median(m)), float(np.mean(np.abs(err)) * 100), float(np.mean(err) * 100),
-                     float(np.mean(np.abs(err) <= 0.10) * 100), retest])  # fmt: skip
+        rows.append(
+            [
+                k,
+                float(np.median(m)),
+                float(np.mean(np.abs(err)) * 100),
+                float(np.mean(err) * 100),
+                float(np.mean(np.abs(err) <= 0.10) * 100),
+                retest,
+            ]
+        )
     print_table(
         f"latency agreement, {space.name}, batch {table.batch_size}, {args.nets} fresh nets, "
         f"{proto.statistic} of {proto.rounds}x{proto.repeats}, {proto.clock} clock",
         ["regime", "median net (ms)", "predictor MAPE %", "bias %", "within 10 %", "re-test MAPE %"],
         rows,
         args.json,
-        extra={"predicted median (ms)": float(np.median(predicted)), "table protocol": proto.to_json(),
-               "preparation (s)": round(prep_s, 1)},  # fmt: skip
+        extra={
+            "predicted median (ms)": float(np.median(predicted)),
+            "table protocol": proto.to_json(),
+            "preparation (s)": round(prep_s, 1),
+        },
     )
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import print_table  # noqa: E402
+from common import print_table
 
 
 def uniform_arch(space, scale: float, wbits: int, abits: int) -> str:
@@ -81,7 +81,9 @@ def _chain(job: dict) -> dict:
     sup = train_supernet(SupernetConfig(**job["supernet"], out=str(work / "supernet.pt"), resume=True), progress=False)
     out["supernet"] = {"summary": sup, "wall_s": time.perf_counter() - t}
     t = time.perf_counter()
-    res = search(SearchConfig(supernet=str(work / "supernet.pt"), out=str(work / "search"), resume=True, **job["search"]), progress=False)
+    res = search(
+        SearchConfig(supernet=str(work / "supernet.pt"), out=str(work / "search"), resume=True, **job["search"]), progress=False
+    )
     out["search"] = {"summary": res, "wall_s": time.perf_counter() - t}
     config = {**job["retrain"], "arch": res["arch"], "out": str(work / "searched.pt")}
     out["searched"] = _retrain({"name": "searched", "threads": job["threads"], "config": config})
@@ -121,25 +123,49 @@ def main() -> None:
     fp_spec.write_text(json.dumps(fp_space.to_json(), indent=1))
     fp_arch = uniform_arch(fp_space, full, 32, 32)
 
-    common = dict(data=args.data, epochs=args.retrain_epochs, batch_size=args.batch, seed=args.seed, threads=args.threads,
-                  log_every=100, ckpt_every=200)  # fmt: skip
+    common = dict(
+        data=args.data,
+        epochs=args.retrain_epochs,
+        batch_size=args.batch,
+        seed=args.seed,
+        threads=args.threads,
+        log_every=100,
+        ckpt_every=200,
+    )
     retrain_cfg = dict(space=args.space, **common)
     chain = {
         "threads": args.threads,
         "workdir": str(work),
-        "supernet": dict(space=args.space, data=args.data, epochs=args.supernet_epochs, batch_size=args.batch, seed=args.seed,
-                         threads=args.threads, log_every=100, ckpt_every=200),  # fmt: skip
+        "supernet": dict(
+            space=args.space,
+            data=args.data,
+            epochs=args.supernet_epochs,
+            batch_size=args.batch,
+            seed=args.seed,
+            threads=args.threads,
+            log_every=100,
+            ckpt_every=200,
+        ),
         "search": dict(
-            budgets={"bitops": bitops_2w2a / 1e9}, strategy="evolution", seed=args.seed, threads=args.threads,
-            population=args.population, generations=args.generations,
-            recal_images=args.recal_images, holdout=args.holdout,
-        ),  # fmt: skip
+            budgets={"bitops": bitops_2w2a / 1e9},
+            strategy="evolution",
+            seed=args.seed,
+            threads=args.threads,
+            population=args.population,
+            generations=args.generations,
+            recal_images=args.recal_images,
+            holdout=args.holdout,
+        ),
         "retrain": retrain_cfg,
     }
     fixed = [
         {"name": "uniform 2W2A", "threads": args.threads, "config": {**retrain_cfg, "arch": u2, "out": str(work / "w2a2.pt")}},
         {"name": "uniform 4W4A", "threads": args.threads, "config": {**retrain_cfg, "arch": u4, "out": str(work / "w4a4.pt")}},
-        {"name": "full precision", "threads": args.threads, "config": {**common, "space": str(fp_spec), "arch": fp_arch, "out": str(work / "float.pt")}},
+        {
+            "name": "full precision",
+            "threads": args.threads,
+            "config": {**common, "space": str(fp_spec), "arch": fp_arch, "out": str(work / "float.pt")},
+        },
     ]
 
     t0 = time.perf_counter()
@@ -158,8 +184,13 @@ def main() -> None:
     searched = ch["search"]["summary"]
     rows = [
         ["supernet", f"{ch['supernet']['summary']['steps']} steps", "", "", round(ch["supernet"]["summary"]["train_time_s"], 1)],
-        ["search (top-1: held-out, supernet)", f"{searched['evaluated']} candidates", round(searched["accuracy"], 4), f"{searched['bitops'] / 1e6:,.1f}M",
-         round(searched["elapsed_s"], 1)],  # fmt: skip
+        [
+            "search (top-1: held-out, supernet)",
+            f"{searched['evaluated']} candidates",
+            round(searched["accuracy"], 4),
+            f"{searched['bitops'] / 1e6:,.1f}M",
+            round(searched["elapsed_s"], 1),
+        ],
     ]
     acc = {}
     for name in ("searched", "uniform 2W2A", "uniform 4W4A", "full precision"):
@@ -167,18 +198,24 @@ def main() -> None:
         sp = fp_space if name == "full precision" else space
         bitops = int(sp.bitops.cost(sp.arch(s["arch"]).to_array()[None])[0])
         acc[name] = s["test_accuracy"]
-        rows.append([f"retrain {name}", s["arch"], round(s["test_accuracy"], 4), f"{bitops / 1e6:,.1f}M", round(s["train_time_s"], 1)])
+        rows.append(
+            [f"retrain {name}", s["arch"], round(s["test_accuracy"], 4), f"{bitops / 1e6:,.1f}M", round(s["train_time_s"], 1)]
+        )
     targets = {
         "searched > uniform 2W2A": bool(acc["searched"] > acc["uniform 2W2A"]),
         "full precision - 4W4A <= 1 point": bool(acc["full precision"] - acc["uniform 4W4A"] <= 0.01),
     }
     extra = {
-        "conditions": (f"{args.space} on {args.data}, batch {args.batch}, seed {args.seed}; supernet {args.supernet_epochs:g} epochs; "
-                       f"evolution {args.population} x {args.generations} scored on {args.holdout} held-out images "
-                       f"(BN recalibrated on {args.recal_images}); retrain {args.retrain_epochs:g} epochs each; "
-                       f"{args.jobs} process(es) x {args.threads} thread(s)"),  # fmt: skip
+        "conditions": (
+            f"{args.space} on {args.data}, batch {args.batch}, seed {args.seed}; supernet {args.supernet_epochs:g} epochs; "
+            f"evolution {args.population} x {args.generations} scored on {args.holdout} held-out images "
+            f"(BN recalibrated on {args.recal_images}); retrain {args.retrain_epochs:g} epochs each; "
+            f"{args.jobs} process(es) x {args.threads} thread(s)"
+        ),
         "budget": f"BitOps <= {bitops_2w2a:,.0f} (uniform 2W2A, full width)",
-        "searched arch per block": {d: [space.allowed(d)[i] for i in v] for d, v in space.arch(searched["arch"]).to_json().items()},
+        "searched arch per block": {
+            d: [space.allowed(d)[i] for i in v] for d, v in space.arch(searched["arch"]).to_json().items()
+        },
         "searched - 2W2A (points)": round(100 * (acc["searched"] - acc["uniform 2W2A"]), 2),
         "full precision - 4W4A (points)": round(100 * (acc["full precision"] - acc["uniform 4W4A"]), 2),
         "targets met": targets,

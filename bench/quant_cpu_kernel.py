@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import print_table  # noqa: E402
+from common import print_table
 
 
 def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:

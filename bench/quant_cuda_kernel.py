@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import print_table  # noqa: E402
+from common import print_table
 
 NOMINAL_GBPS = {  # HBM bandwidth from the vendors' data sheets (GB/s)
     "H200": 4800.0,
@@ -103,10 +103,14 @@ def main() -> None:
         # exactness on a slice, against the CPU reference
         xs = x[: 1 << 20]
         y = cuda.forward(xs, s, -8, 7, 0, None)
-        ok = torch.equal(y.cpu().float().view(torch.int32), reference_forward(xs.cpu(), s.cpu(), -8, 7, 0, None).float().view(torch.int32))
+        ok = torch.equal(
+            y.cpu().float().view(torch.int32), reference_forward(xs.cpu(), s.cpu(), -8, 7, 0, None).float().view(torch.int32)
+        )
         gx, _ = cuda.backward(grad[: 1 << 20], xs, s, -8, 7, 0, None)
         rgx, _ = reference_backward(grad[: 1 << 20].cpu(), xs.cpu(), s.cpu(), -8, 7, 0, None)
-        exact.append(f"{dtype}: forward {'bit-exact' if ok else 'MISMATCH'}, grad_x {'bit-exact' if torch.equal(gx.cpu(), rgx) else 'MISMATCH'}")
+        exact.append(
+            f"{dtype}: forward {'bit-exact' if ok else 'MISMATCH'}, grad_x {'bit-exact' if torch.equal(gx.cpu(), rgx) else 'MISMATCH'}"
+        )
 
         t_f = cuda_time(lambda: fake_quant_op(x, s, -8, 7, 0, None, False), args.repeats)
         t_b = cuda_time(lambda: fake_quant_backward_op(grad, x, s, -8, 7, 0, None), args.repeats)
@@ -117,7 +121,9 @@ def main() -> None:
             ("forward, scale checked (1 sync)", t_c, 2 * size * n),
         ):
             gbps = nbytes / t / 1e9
-            rows.append([str(dtype).replace("torch.", ""), f"spos_hw triton {pas}", t * 1e3, gbps, 100 * gbps / copy_gbps, pct(gbps)])
+            rows.append(
+                [str(dtype).replace("torch.", ""), f"spos_hw triton {pas}", t * 1e3, gbps, 100 * gbps / copy_gbps, pct(gbps)]
+            )
         if dtype == torch.float32:
             t_t = cuda_time(lambda: torch.fake_quantize_per_tensor_affine(x, 0.05, 0, -8, 7), args.repeats)
             gbps = 2 * size * n / t_t / 1e9

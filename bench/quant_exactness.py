@@ -20,9 +20,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import print_table  # noqa: E402
+from common import print_table
 
-KINDS = (("weight, per channel, signed", True, 0), ("activation, per tensor, unsigned", False, None), ("activation, per tensor, signed", True, None))
+KINDS = (
+    ("weight, per channel, signed", True, 0),
+    ("activation, per tensor, unsigned", False, None),
+    ("activation, per tensor, signed", True, None),
+)
 
 
 def make_case(bits: int, signed: bool, axis, n: int, seed: int):
@@ -77,7 +81,7 @@ def main() -> None:
     for opset in (int(o) for o in args.opsets.split(",")):
         cases, scales, xs = [], [], []
         for bits in range(1, 9):
-            for k, (kind, signed, axis) in enumerate(KINDS):
+            for k, (_kind, signed, axis) in enumerate(KINDS):
                 x, s = make_case(bits, signed, axis, args.elements, seed=100 * bits + k)
                 cases.append((bits, signed, axis))
                 scales.append(s)
@@ -97,7 +101,9 @@ def main() -> None:
             mism = [bit_mismatches(per_level[level][i], ref[i]) for level in LEVELS]
             builtin = torch_builtin(x, s, bits, signed, axis)
             ort_all = per_level["all"][i]
-            rows.append([opset, bits, kind, box, x.numel(), *mism, "n/a" if builtin is None else bit_mismatches(builtin.numpy(), ort_all)])
+            rows.append(
+                [opset, bits, kind, box, x.numel(), *mism, "n/a" if builtin is None else bit_mismatches(builtin.numpy(), ort_all)]
+            )
             total_elements += x.numel()
         del per_level, ref
     worst = max(max(r[5:9]) for r in rows)

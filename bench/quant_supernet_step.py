@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import print_table  # noqa: E402
+from common import print_table
 
 
 def main() -> None:
@@ -43,7 +43,9 @@ def main() -> None:
     for name in ("resnet18-mixed", "shufflenetv2-small-w48a8"):
         q = get_space(name)
         spaces[name] = q
-        spaces[name + " (float twin)"] = dataclasses.replace(q, name=q.name + "-fp", wbits=(32,), abits=(32,), fixed_bits=(32, 32))
+        spaces[name + " (float twin)"] = dataclasses.replace(
+            q, name=q.name + "-fp", wbits=(32,), abits=(32,), fixed_bits=(32, 32)
+        )
     spaces["shufflenetv2-small"] = get_space("shufflenetv2-small")
 
     state = {}

@@ -31,8 +31,8 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-from common import print_table  # noqa: E402
+import numpy as np
+from common import print_table
 
 
 def main() -> None:
@@ -40,7 +40,9 @@ def main() -> None:
     ap.add_argument("--space", default="shufflenetv2-small")
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--candidates", type=int, default=3, help="candidates per method")
-    ap.add_argument("--holdout-fraction", type=float, default=0.1, help="held-out share of the training data (train-supernet's default)")
+    ap.add_argument(
+        "--holdout-fraction", type=float, default=0.1, help="held-out share of the training data (train-supernet's default)"
+    )
     ap.add_argument("--holdout", type=int, default=None, help="score on the first N held-out images (default: all)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true")
@@ -94,8 +96,11 @@ def main() -> None:
     n_recal, n_hold = sum(len(b) for b in recal), sum(len(y) for _, y in hold)
     scorer(rows[:1])  # warm the kernels of every method alike
     naive(rows[0])
-    methods = {"search scorer": lambda r: float(scorer(r[None])[0]), "search scorer, unfolded": lambda r: float(unfolded(r[None])[0]),
-               "naive (re-read per candidate)": naive}  # fmt: skip
+    methods = {
+        "search scorer": lambda r: float(scorer(r[None])[0]),
+        "search scorer, unfolded": lambda r: float(unfolded(r[None])[0]),
+        "naive (re-read per candidate)": naive,
+    }
     times: dict[str, list[float]] = {k: [] for k in methods}
     scores: dict[str, list[float]] = {k: [] for k in methods}
     for row in rows:  # interleaved, so load drifts hit every method alike

@@ -31,8 +31,8 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-from common import print_table  # noqa: E402
+import numpy as np
+from common import print_table
 
 
 def kendall_tau(a, b) -> float:
@@ -80,10 +80,17 @@ def main() -> None:
     if args.supernet is None:
         t = time.perf_counter()
         train_supernet(
-            SupernetConfig(space=args.space, data=args.data, out=str(sn_path), steps=args.supernet_steps,
-                           batch_size=args.batch_size, threads=args.threads, resume=sn_path.exists()),
+            SupernetConfig(
+                space=args.space,
+                data=args.data,
+                out=str(sn_path),
+                steps=args.supernet_steps,
+                batch_size=args.batch_size,
+                threads=args.threads,
+                resume=sn_path.exists(),
+            ),
             progress=False,
-        )  # fmt: skip
+        )
         timings["supernet training (s)"] = round(time.perf_counter() - t, 1)
     net, ckpt = load_supernet(sn_path)
     space = net.space
@@ -115,7 +122,12 @@ def main() -> None:
         res = {}
         for name, make in (
             ("evolution", lambda: EvolutionSearch(space, [budget], rng=np.random.default_rng(seed), **evo_opts)),
-            ("random", lambda: RandomSearch(space, [budget], rng=np.random.default_rng(seed), population=pop, generations=args.generations)),
+            (
+                "random",
+                lambda: RandomSearch(
+                    space, [budget], rng=np.random.default_rng(seed), population=pop, generations=args.generations
+                ),
+            ),
         ):
             r = run_search(make(), cached, costs=costs, plots=False)
             res[name] = r
@@ -124,7 +136,15 @@ def main() -> None:
         rows.append([seed, res["evolution"].evaluated, e, rnd, e - rnd])
     timings["searches (s)"] = round(time.perf_counter() - t, 1)
     diffs = [r[4] for r in rows]
-    rows.append(["mean", rows[0][1], statistics.mean(r[2] for r in rows), statistics.mean(r[3] for r in rows[: args.seeds]), statistics.mean(diffs)])
+    rows.append(
+        [
+            "mean",
+            rows[0][1],
+            statistics.mean(r[2] for r in rows),
+            statistics.mean(r[3] for r in rows[: args.seeds]),
+            statistics.mean(diffs),
+        ]
+    )
     meets = bool(admits_all([budget], np.stack(chosen)).all())
 
     # 3. Kendall tau on archs spread over the scores seen (--tau-archs 0 skips it)
@@ -136,10 +156,18 @@ def main() -> None:
     for i, arch in enumerate(picks):
         out = work / f"retrain_{i}.pt"
         summary = retrain(
-            RetrainConfig(space=args.space, data=args.data, arch=arch, out=str(out), steps=args.retrain_steps,
-                          batch_size=args.batch_size, threads=args.threads, resume=out.exists()),
+            RetrainConfig(
+                space=args.space,
+                data=args.data,
+                arch=arch,
+                out=str(out),
+                steps=args.retrain_steps,
+                batch_size=args.batch_size,
+                threads=args.threads,
+                resume=out.exists(),
+            ),
             progress=False,
-        )  # fmt: skip
+        )
         tau_rows.append([arch, int(space.flops.cost(space.arch(arch).to_array())), cache[arch], summary["test_accuracy"]])
     timings["retraining (s)"] = round(time.perf_counter() - t, 1)
     tau = kendall_tau([r[2] for r in tau_rows], [r[3] for r in tau_rows]) if k >= 2 else float("nan")
@@ -165,12 +193,22 @@ def main() -> None:
         "Kendall tau (supernet held-out vs stand-alone test), %d archs" % k: round(tau, 3),
         **timings,
     }
-    print_table("evolution vs random search (best supernet held-out top-1)", ["seed", "candidates", "evolution", "random", "evo - random"],
-                rows, as_json=args.json, extra=extra)  # fmt: skip
+    print_table(
+        "evolution vs random search (best supernet held-out top-1)",
+        ["seed", "candidates", "evolution", "random", "evo - random"],
+        rows,
+        as_json=args.json,
+        extra=extra,
+    )
     if not tau_rows:
         return
     print()
-    print_table("supernet-inherited vs stand-alone accuracy", ["arch", "FLOPs", "supernet held-out", "stand-alone test"], tau_rows, as_json=args.json)
+    print_table(
+        "supernet-inherited vs stand-alone accuracy",
+        ["arch", "FLOPs", "supernet held-out", "stand-alone test"],
+        tau_rows,
+        as_json=args.json,
+    )
 
 
 if __name__ == "__main__":

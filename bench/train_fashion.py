@@ -25,8 +25,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import numpy as np  # noqa: E402
-from common import print_table  # noqa: E402
+import numpy as np
+from common import print_table
 
 
 def main() -> None:
@@ -59,11 +59,27 @@ def main() -> None:
     rows: list[list] = []
     sup_path = os.path.join(args.out, "supernet.pt")
     sup = train_supernet(
-        SupernetConfig(space=args.space, data="fashion-mnist", epochs=args.supernet_epochs, batch_size=args.batch,
-                       threads=args.threads, out=sup_path, overwrite=True, log_every=50),
+        SupernetConfig(
+            space=args.space,
+            data="fashion-mnist",
+            epochs=args.supernet_epochs,
+            batch_size=args.batch,
+            threads=args.threads,
+            out=sup_path,
+            overwrite=True,
+            log_every=50,
+        ),
         progress=False,
-    )  # fmt: skip
-    rows.append(["supernet", f"{sup['steps']} steps ({args.supernet_epochs:g} ep)", round(sup["train_time_s"], 1), "", f"train acc {sup['train_acc']:.3f} (sampled paths)"])
+    )
+    rows.append(
+        [
+            "supernet",
+            f"{sup['steps']} steps ({args.supernet_epochs:g} ep)",
+            round(sup["train_time_s"], 1),
+            "",
+            f"train acc {sup['train_acc']:.3f} (sampled paths)",
+        ]
+    )
 
     arch = args.arch
     candidates = []
@@ -79,12 +95,29 @@ def main() -> None:
             candidates.append((score, str(cand), int(space.flops.cost(cand.to_array()))))
         best = max(candidates)
         arch = best[1]
-        rows.append(["search", f"{args.candidates} candidates", round(time.perf_counter() - t0, 1), "",
-                     f"best held-out acc {best[0]:.3f} ({best[2] / 1e6:.2f} MFLOPs)"])  # fmt: skip
+        rows.append(
+            [
+                "search",
+                f"{args.candidates} candidates",
+                round(time.perf_counter() - t0, 1),
+                "",
+                f"best held-out acc {best[0]:.3f} ({best[2] / 1e6:.2f} MFLOPs)",
+            ]
+        )
 
     model_path = os.path.join(args.out, "model.pt")
-    base = dict(space=args.space, data="fashion-mnist", arch=arch, epochs=args.retrain_epochs, batch_size=args.batch,
-                lr=args.lr, threads=args.threads, out=model_path, log_every=50, ckpt_every=100_000)  # fmt: skip
+    base = dict(
+        space=args.space,
+        data="fashion-mnist",
+        arch=arch,
+        epochs=args.retrain_epochs,
+        batch_size=args.batch,
+        lr=args.lr,
+        threads=args.threads,
+        out=model_path,
+        log_every=50,
+        ckpt_every=100_000,
+    )
     steps = int(np.ceil(args.retrain_epochs * (60_000 // args.batch)))
     stops = sorted({int(round(steps * (k + 1) / args.eval_points)) for k in range(args.eval_points)})
     curve = []
@@ -96,17 +129,36 @@ def main() -> None:
             sub, ckpt = load_subnet(model_path)
             data_test = load_data("fashion-mnist", sub.space)
             acc = evaluate(sub.eval(), data_test, data_test.test, np.arange(len(data_test.test)))["accuracy"]
-        curve.append({"step": r["step"], "epoch": r["step"] / (60_000 // args.batch), "train_time_s": r["train_time_s"], "test_accuracy": acc})
-        rows.append(["retrain", f"{r['step']} steps ({r['step'] / (60_000 // args.batch):.2f} ep)", round(r["train_time_s"], 1),
-                     round(acc, 4), "final (lr decayed to 0)" if r["finished"] else "mid-run checkpoint"])  # fmt: skip
+        curve.append(
+            {
+                "step": r["step"],
+                "epoch": r["step"] / (60_000 // args.batch),
+                "train_time_s": r["train_time_s"],
+                "test_accuracy": acc,
+            }
+        )
+        rows.append(
+            [
+                "retrain",
+                f"{r['step']} steps ({r['step'] / (60_000 // args.batch):.2f} ep)",
+                round(r["train_time_s"], 1),
+                round(acc, 4),
+                "final (lr decayed to 0)" if r["finished"] else "mid-run checkpoint",
+            ]
+        )
     total = sup["train_time_s"] + curve[-1]["train_time_s"]
     print_table(
         f"Fashion-MNIST, {args.space}, batch {args.batch}, {args.threads} thread(s): test accuracy vs training wall time",
         ["phase", "progress", "train time (s)", "test top-1", "note"],
         rows,
         args.json,
-        {"arch": arch, "candidates": [list(c) for c in candidates], "curve": curve, "total_train_s": round(total, 1),
-         "target": "test top-1 >= 0.90"},  # fmt: skip
+        {
+            "arch": arch,
+            "candidates": [list(c) for c in candidates],
+            "curve": curve,
+            "total_train_s": round(total, 1),
+            "target": "test top-1 >= 0.90",
+        },
     )
 
 

@@ -18,8 +18,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import numpy as np  # noqa: E402
-from common import median_time, print_table  # noqa: E402
+import numpy as np
+from common import median_time, print_table
 
 
 class FixedArch:
@@ -46,11 +46,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from spos_hw.nas.config import TrainConfig, resolve
     from spos_hw.nas.data import BatchOrder, load_data
     from spos_hw.nas.distributed import Dist
     from spos_hw.nas.spaces import get_space
     from spos_hw.nas.supernet import Supernet
-    from spos_hw.nas.config import TrainConfig, resolve
     from spos_hw.nas.trainer import SupernetPolicy, Trainer
 
     space = get_space(args.space)
@@ -76,7 +76,15 @@ def main() -> None:
         sub_t.append(sb)
         rows.append([i, f"{space.flops.cost(row) / 1e6:.2f}", round(sa * 1e3, 1), round(sb * 1e3, 1), round(sa / sb, 3)])
     ratios = [r[-1] for r in rows]
-    rows.append(["median", "", round(statistics.median(sup_t) * 1e3, 1), round(statistics.median(sub_t) * 1e3, 1), round(statistics.median(ratios), 3)])
+    rows.append(
+        [
+            "median",
+            "",
+            round(statistics.median(sup_t) * 1e3, 1),
+            round(statistics.median(sub_t) * 1e3, 1),
+            round(statistics.median(ratios), 3),
+        ]
+    )
     print_table(
         f"training step, {args.space}, batch {args.batch}, {args.threads} threads, channels_last (ms)",
         ["arch", "MFLOPs", "supernet path", "standalone subnet", "ratio"],

@@ -22,8 +22,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, TypeVar
 
-from spos_hw.errors import ConfigError, MissingDependency
 from spos_hw.deploy.config import ExportConfig
+from spos_hw.errors import ConfigError, MissingDependency
 from spos_hw.latency.config import ProfileConfig, ValidateConfig
 from spos_hw.nas.config import RankCheckConfig, RetrainConfig, SearchConfig, SupernetConfig
 from spos_hw.nas.costs import builtin_costs
@@ -56,7 +56,9 @@ def cost_models(space: SearchSpace, lut: str | Path | None = None) -> dict[str, 
         try:
             from spos_hw.latency.predictor import load_predictor
         except ImportError:
-            raise MissingDependency("the latency predictor (spos_hw.latency.predictor) is not available in this installation") from None
+            raise MissingDependency(
+                "the latency predictor (spos_hw.latency.predictor) is not available in this installation"
+            ) from None
         costs["latency"] = load_predictor(lut, space)
     return costs
 
@@ -75,7 +77,10 @@ def info(arch: Any, space: str | SearchSpace, *, lut: str | Path | None = None) 
         blocks = summary.pop("blocks")
         summary["latency_ms"] = float(cost_models(space, lut)["latency"].cost(parsed.to_array()))
         table = describe_table(load_table(lut, space))
-        summary["lut"] = {k: table[k] for k in ("runtime", "device", "batch_size", "random_arch_latency", "noise_floor_pct", "spread_over_noise")}
+        summary["lut"] = {
+            k: table[k]
+            for k in ("runtime", "device", "batch_size", "random_arch_latency", "noise_floor_pct", "spread_over_noise")
+        }
         summary["blocks"] = blocks
     return summary
 
@@ -99,8 +104,17 @@ def profile(config: ProfileConfig | None = None, /, *, progress: bool = True, **
     if cfg.export_bundle:
         from spos_hw.latency.bundle import RUNNER, export_bundle
 
-        folder = export_bundle(space, cfg.export_bundle, batch_size=cfg.batch_size, calibrate=cfg.calibrate, threads=cfg.threads,
-                               protocol=protocol, seed=cfg.seed, overwrite=cfg.overwrite, progress=progress)  # fmt: skip
+        folder = export_bundle(
+            space,
+            cfg.export_bundle,
+            batch_size=cfg.batch_size,
+            calibrate=cfg.calibrate,
+            threads=cfg.threads,
+            protocol=protocol,
+            seed=cfg.seed,
+            overwrite=cfg.overwrite,
+            progress=progress,
+        )
         return {
             "bundle": str(folder),
             "runner": str(folder / RUNNER),
@@ -110,9 +124,20 @@ def profile(config: ProfileConfig | None = None, /, *, progress: bool = True, **
         }
     from spos_hw.latency.profile import profile_space
 
-    table = profile_space(space, runtime=cfg.runtime, device=cfg.device, threads=cfg.threads, batch_size=cfg.batch_size,
-                          calibrate=cfg.calibrate, protocol=protocol, seed=cfg.seed, out=cfg.out, resume=cfg.resume,
-                          overwrite=cfg.overwrite, progress=progress)  # fmt: skip
+    table = profile_space(
+        space,
+        runtime=cfg.runtime,
+        device=cfg.device,
+        threads=cfg.threads,
+        batch_size=cfg.batch_size,
+        calibrate=cfg.calibrate,
+        protocol=protocol,
+        seed=cfg.seed,
+        out=cfg.out,
+        resume=cfg.resume,
+        overwrite=cfg.overwrite,
+        progress=progress,
+    )
     return describe_table(table, cfg.out)
 
 
@@ -125,7 +150,9 @@ def validate_lut(config: ValidateConfig | None = None, /, *, progress: bool = Tr
     if cfg.plot:
         check_new_output(cfg.plot, overwrite=cfg.overwrite)
     space = get_space(cfg.space) if cfg.space else None
-    return validate_table(cfg.lut, samples=cfg.samples, seed=cfg.seed, space=space, plot=cfg.plot, compose=cfg.compose, progress=progress)
+    return validate_table(
+        cfg.lut, samples=cfg.samples, seed=cfg.seed, space=space, plot=cfg.plot, compose=cfg.compose, progress=progress
+    )
 
 
 def train_supernet(
@@ -142,7 +169,9 @@ def train_supernet(
     return run(cfg, cost_models=lambda space: cost_models(space, cfg.lut), progress=progress, stop_after=stop_after)
 
 
-def retrain(config: RetrainConfig | None = None, /, *, progress: bool = True, stop_after: int | None = None, **options: Any) -> dict[str, Any]:
+def retrain(
+    config: RetrainConfig | None = None, /, *, progress: bool = True, stop_after: int | None = None, **options: Any
+) -> dict[str, Any]:
     """Train one architecture from scratch and report its test accuracy (``spos-hw retrain``).
 
     ``arch`` is an ``Arch``, its string, JSON, or a .json file (a search's ``result.json`` works).
@@ -177,7 +206,9 @@ def rank_check(config: RankCheckConfig | None = None, /, *, progress: bool = Tru
     return run(cfg, cost_models=lambda space: cost_models(space, cfg.lut), progress=progress)
 
 
-def export(config: ExportConfig | None = None, /, *, progress: bool = True, verify_inputs: Any = None, **options: Any) -> dict[str, Any]:
+def export(
+    config: ExportConfig | None = None, /, *, progress: bool = True, verify_inputs: Any = None, **options: Any
+) -> dict[str, Any]:
     """Export a retrained net (or a random-init arch) to verified ONNX or a TensorRT engine (``spos-hw export``).
 
     With ``check_trt=PATH`` only that ONNX file is checked against TensorRT's rules.

@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug, not a user error: still one line unless debugging
         if os.environ.get("SPOS_HW_DEBUG"):
             raise
-        click.echo(f"internal error: {type(exc).__name__}: {_one_line(str(exc))} (set SPOS_HW_DEBUG=1 for the traceback)", err=True)
+        click.echo(
+            f"internal error: {type(exc).__name__}: {_one_line(str(exc))} (set SPOS_HW_DEBUG=1 for the traceback)", err=True
+        )
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -32,8 +32,8 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -108,7 +108,7 @@ class Protocol:
         return asdict(self)
 
     @staticmethod
-    def from_json(d: Mapping) -> "Protocol":
+    def from_json(d: Mapping) -> Protocol:
         names = {f.name for f in fields(Protocol)}
         if not isinstance(d, Mapping) or set(d) - names:
             raise ProtocolError(f"bad protocol record {d!r}; expected keys {sorted(names)}")
@@ -220,8 +220,17 @@ def ort_session(model, *, threads: int, device: str = "cpu", level: str = "all")
     """
     import onnxruntime as ort
 
-    levels = dict(zip(ORT_LEVELS, (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                                   ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)))  # fmt: skip
+    levels = dict(
+        zip(
+            ORT_LEVELS,
+            (
+                ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            ),
+        )
+    )
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -246,8 +255,15 @@ def ort_session_options(threads: int) -> dict:
     }
 
 
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+}
 
 
 def ort_timer(session, *, device: str = "cpu", clock: str = "wall", seed: int = 0) -> Timer:
@@ -341,8 +357,15 @@ def _read_json(path: str, what: str) -> dict:
     return obj
 
 
-def run_bundle(folder: str, *, out: str, threads: int | None = None, resume: bool = False,
-               checkpoint_s: float = 2.0, log: Callable[[str], None] | None = None) -> dict:
+def run_bundle(
+    folder: str,
+    *,
+    out: str,
+    threads: int | None = None,
+    resume: bool = False,
+    checkpoint_s: float = 2.0,
+    log: Callable[[str], None] | None = None,
+) -> dict:
     """Measure every model of an unpacked bundle and write the measurements file ``out``."""
     manifest = _read_json(os.path.join(folder, "manifest.json"), "bundle manifest")
     if manifest.get("schema") != BUNDLE_SCHEMA or manifest.get("version") != SCHEMA_VERSION:
@@ -367,8 +390,11 @@ def run_bundle(folder: str, *, out: str, threads: int | None = None, resume: boo
         "manifest": manifest,
         "runtime": ort_runtime_record("cpu", threads),
         "machine": machine_record(),
-        "libraries": {"onnxruntime": __import__("onnxruntime").__version__, "numpy": np.__version__,
-                      "python": platform.python_version()},
+        "libraries": {
+            "onnxruntime": __import__("onnxruntime").__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
         "complete": False,
     }
     timers = {}
@@ -403,8 +429,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="continue a partial measurements file")
     args = ap.parse_args(argv)
     try:
-        run_bundle(args.bundle, out=args.out, threads=args.threads, resume=args.resume,
-                   log=lambda s: (sys.stderr.write(s), sys.stderr.flush()))
+        run_bundle(
+            args.bundle,
+            out=args.out,
+            threads=args.threads,
+            resume=args.resume,
+            log=lambda s: (sys.stderr.write(s), sys.stderr.flush()),
+        )
     except ProtocolError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

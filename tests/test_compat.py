@@ -51,8 +51,11 @@ def test_latency_table_loads_and_predicts_the_same():
 
 
 def test_search_folder_reports_the_same():
-    rep = report_search(LEGACY / "search", {"latency": 0.0345, "flops": 100},
-                        cost_models=lambda space: spos_hw.cost_models(space, LEGACY / "lut.json"))  # fmt: skip
+    rep = report_search(
+        LEGACY / "search",
+        {"latency": 0.0345, "flops": 100},
+        cost_models=lambda space: spos_hw.cost_models(space, LEGACY / "lut.json"),
+    )
     want = EXPECT["report"]
     for key in ("arch", "accuracy", "flops", "params", "latency_ms", "budgets", "candidates", "search_budgets"):
         assert rep[key] == want[key], key
@@ -77,19 +80,48 @@ def test_legacy_search_state_loads_and_a_changed_scoring_rule_is_named(legacy_co
     state = load_state(d / "search" / "state.json", {}, partial=True)
     assert state["strategy"]["generation"] == 2 and len(state["strategy"]["history"]) == 8
     with pytest.raises(ArtifactMismatch, match="holdout_subset"):
-        spos_hw.search(supernet=str(d / "supernet.pt"), budgets={"latency": 0.03574143267241537, "flops": 100},
-                       lut=str(d / "lut.json"), population=4, generations=2, recal_images=64, holdout=60,
-                       out=str(d / "search"), resume=True, threads=1, progress=False)  # fmt: skip
+        spos_hw.search(
+            supernet=str(d / "supernet.pt"),
+            budgets={"latency": 0.03574143267241537, "flops": 100},
+            lut=str(d / "lut.json"),
+            population=4,
+            generations=2,
+            recal_images=64,
+            holdout=60,
+            out=str(d / "search"),
+            resume=True,
+            threads=1,
+            progress=False,
+        )
 
 
 def test_finished_legacy_training_resumes_without_training_again(legacy_copy, monkeypatch):
     monkeypatch.chdir(legacy_copy)  # the runs recorded relative paths (see the README)
-    old = dict(space="tiny.json", data="digits", steps=6, batch_size=32, ckpt_every=3, constraints=(("latency", None, None),),
-               lut="lut.json", threads=1, out="supernet.pt", resume=True, progress=False)  # fmt: skip
+    old = dict(
+        space="tiny.json",
+        data="digits",
+        steps=6,
+        batch_size=32,
+        ckpt_every=3,
+        constraints=(("latency", None, None),),
+        lut="lut.json",
+        threads=1,
+        out="supernet.pt",
+        resume=True,
+        progress=False,
+    )
     with pytest.raises(ArtifactMismatch, match="sharing='independent'"):  # it predates weight sharing modes: independent
         spos_hw.train_supernet(**old)
     res = spos_hw.train_supernet(**old, sharing="independent")
     assert res["finished"] and res["step"] == 6
-    again = spos_hw.retrain(arch=EXPECT["subnet_arch"], space="tiny.json", data="digits", steps=4, batch_size=32,
-                            out="model.pt", resume=True, progress=False)  # fmt: skip
+    again = spos_hw.retrain(
+        arch=EXPECT["subnet_arch"],
+        space="tiny.json",
+        data="digits",
+        steps=4,
+        batch_size=32,
+        out="model.pt",
+        resume=True,
+        progress=False,
+    )
     assert again["finished"] and again["test_accuracy"] is not None

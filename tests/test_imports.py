@@ -17,7 +17,7 @@ def _unit(module: str) -> str:
 def _imports(path: Path) -> set[str]:
     """Every spos_hw module ``path`` imports, at any depth (lazy imports inside functions count)."""
     rel = path.relative_to(PACKAGE.parent).with_suffix("")
-    here = list(rel.parts[:-1] if rel.name != "__init__" else rel.parts[:-1])
+    here = list(rel.parts[:-1])
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):

@@ -43,15 +43,25 @@ def info(arch: str, space_name: str, lut: str | None, as_json: bool) -> None:
     summary = describe(arch, space_name, lut=lut)
 
     def text(s):
-        lines = [f"space: {s['space']} ({s['fingerprint']})", f"arch: {s['arch']}", f"flops: {s['flops']:,}", f"params: {s['params']:,}"]
+        lines = [
+            f"space: {s['space']} ({s['fingerprint']})",
+            f"arch: {s['arch']}",
+            f"flops: {s['flops']:,}",
+            f"params: {s['params']:,}",
+        ]
         for key in ("bitops", "latency_ms"):
             if key in s:
                 lines.append(f"{key}: {s[key]:,}" if isinstance(s[key], int) else f"{key}: {s[key]:.4f}")
         if "lut" in s:
             r, noise = s["lut"]["random_arch_latency"], s["lut"]["noise_floor_pct"]
-            lines.append(f"random architectures: p5 {r['p5_ms']:.4f} .. p95 {r['p95_ms']:.4f} ms (spread {r['spread_pct']:.1f} %)"
-                         + (f", noise floor {noise:.2f} %" if noise is not None else ""))  # fmt: skip
-        lines.append("blocks: " + " ".join(f"{b['op']}/{b['mid']}" + (f"/w{b['wbits']}a{b['abits']}" if "wbits" in b else "") for b in s["blocks"]))
+            lines.append(
+                f"random architectures: p5 {r['p5_ms']:.4f} .. p95 {r['p95_ms']:.4f} ms (spread {r['spread_pct']:.1f} %)"
+                + (f", noise floor {noise:.2f} %" if noise is not None else "")
+            )
+        lines.append(
+            "blocks: "
+            + " ".join(f"{b['op']}/{b['mid']}" + (f"/w{b['wbits']}a{b['abits']}" if "wbits" in b else "") for b in s["blocks"])
+        )
         return "\n".join(lines)
 
     emit(summary, as_json, text)

@@ -24,13 +24,20 @@ def _summary_text(s: dict) -> str:
     lo, hi = s["predicted_range_ms"]
     lines.append(f"  predicted latency range of the space: {lo:.4f} .. {hi:.4f} ms")
     r, noise = s["random_arch_latency"], s["noise_floor_pct"]
-    lines.append(f"  random architectures: p5 {r['p5_ms']:.4f}, median {r['median_ms']:.4f}, p95 {r['p95_ms']:.4f} ms "
-                 f"(spread {r['spread_pct']:.1f} % of the median)")  # fmt: skip
+    lines.append(
+        f"  random architectures: p5 {r['p5_ms']:.4f}, median {r['median_ms']:.4f}, p95 {r['p95_ms']:.4f} ms "
+        f"(spread {r['spread_pct']:.1f} % of the median)"
+    )
     if noise is not None:
-        verdict = "latency budgets can separate architectures" if s["spread_over_noise"] >= 3 else (
-            "WARNING: within 3x the noise, latency budgets barely separate architectures on this machine")
-        lines.append(f"  noise floor (split-half re-test of the calibration nets): {noise:.2f} % -> spread / noise "
-                     f"{s['spread_over_noise']:.1f}: {verdict}")  # fmt: skip
+        verdict = (
+            "latency budgets can separate architectures"
+            if s["spread_over_noise"] >= 3
+            else ("WARNING: within 3x the noise, latency budgets barely separate architectures on this machine")
+        )
+        lines.append(
+            f"  noise floor (split-half re-test of the calibration nets): {noise:.2f} % -> spread / noise "
+            f"{s['spread_over_noise']:.1f}: {verdict}"
+        )
     return "\n".join(lines)
 
 
@@ -40,26 +47,66 @@ def _summary_text(s: dict) -> str:
 @click.option("--runtime", "runtime_name", type=click.Choice(RUNTIME_CHOICES), default="onnxruntime", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Intra-op threads, fixed and recorded.")
-@click.option("--calibrate", type=click.IntRange(min=0), default=10, show_default=True, help="Whole subnets measured to calibrate.")
+@click.option(
+    "--calibrate", type=click.IntRange(min=0), default=10, show_default=True, help="Whole subnets measured to calibrate."
+)
 @click.option("--rounds", type=click.IntRange(min=1), default=20, show_default=True, help="Interleaved rounds.")
 @click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True, help="Timed runs per entry per round.")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs per entry first.")
-@click.option("--statistic", type=click.Choice(["min", "median"]), default="min", show_default=True,
-              help="Latency of an entry: min (robust to other load) or median (quiet devices).")
-@click.option("--clock", type=click.Choice(["auto", "wall", "thread"]), default="auto", show_default=True,
-              help="thread: CPU time of the thread running the model (single-threaded CPU only; ignores other "
-                   "processes' load); wall: elapsed time. auto: thread for --threads 1 on cpu, else wall.")
+@click.option(
+    "--statistic",
+    type=click.Choice(["min", "median"]),
+    default="min",
+    show_default=True,
+    help="Latency of an entry: min (robust to other load) or median (quiet devices).",
+)
+@click.option(
+    "--clock",
+    type=click.Choice(["auto", "wall", "thread"]),
+    default="auto",
+    show_default=True,
+    help="thread: CPU time of the thread running the model (single-threaded CPU only; ignores other "
+    "processes' load); wall: elapsed time. auto: thread for --threads 1 on cpu, else wall.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Picks the calibration subnets.")
 @click.option("--out", type=click.Path(dir_okay=False), default="lut.json", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the partial table at --out.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out (or bundle folder).")
-@click.option("--export-bundle", "bundle_dir", type=click.Path(file_okay=False), default=None,
-              help="Do not measure: write ONNX models + a runner (onnxruntime + numpy only) to this folder.")
-@click.option("--import-measurements", "measurements", type=click.Path(dir_okay=False), default=None,
-              help="Turn a bundle runner's measurements file into a table at --out.")
+@click.option(
+    "--export-bundle",
+    "bundle_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Do not measure: write ONNX models + a runner (onnxruntime + numpy only) to this folder.",
+)
+@click.option(
+    "--import-measurements",
+    "measurements",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Turn a bundle runner's measurements file into a table at --out.",
+)
 @json_option
-def profile(space_name, device, runtime_name, batch_size, threads, calibrate, rounds, repeats, warmup, statistic, clock,
-            seed, out, resume, overwrite, bundle_dir, measurements, as_json) -> None:
+def profile(
+    space_name,
+    device,
+    runtime_name,
+    batch_size,
+    threads,
+    calibrate,
+    rounds,
+    repeats,
+    warmup,
+    statistic,
+    clock,
+    seed,
+    out,
+    resume,
+    overwrite,
+    bundle_dir,
+    measurements,
+    as_json,
+) -> None:
     """Measure every block choice of a space on a runtime into a latency table (lut.json).
 
     Every distinct block signature, the stem and the head are timed, together with
@@ -70,10 +117,24 @@ def profile(space_name, device, runtime_name, batch_size, threads, calibrate, ro
     from spos_hw.api import profile as run
 
     config = ProfileConfig(
-        space=space_name, device=device, runtime=runtime_name, batch_size=batch_size, threads=threads, calibrate=calibrate,
-        rounds=rounds, repeats=repeats, warmup=warmup, statistic=statistic, clock=clock, seed=seed, out=out, resume=resume,
-        overwrite=overwrite, export_bundle=bundle_dir, import_measurements=measurements,
-    )  # fmt: skip
+        space=space_name,
+        device=device,
+        runtime=runtime_name,
+        batch_size=batch_size,
+        threads=threads,
+        calibrate=calibrate,
+        rounds=rounds,
+        repeats=repeats,
+        warmup=warmup,
+        statistic=statistic,
+        clock=clock,
+        seed=seed,
+        out=out,
+        resume=resume,
+        overwrite=overwrite,
+        export_bundle=bundle_dir,
+        import_measurements=measurements,
+    )
     result = run(config, progress=not as_json)
     emit(result, as_json, (lambda d: f"wrote bundle {d['bundle']}\n{d['next']}") if bundle_dir else _summary_text)
 
@@ -85,15 +146,20 @@ def profile(space_name, device, runtime_name, batch_size, threads, calibrate, ro
 @space_option(required=False)
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a predicted-vs-measured PNG.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --plot file.")
-@click.option("--compose", is_flag=True,
-              help="ONNX runtimes: chain each subnet from block graphs exported in one batch (same graph, much faster).")
+@click.option(
+    "--compose",
+    is_flag=True,
+    help="ONNX runtimes: chain each subnet from block graphs exported in one batch (same graph, much faster).",
+)
 @json_option
 def validate_lut(lut, samples, seed, space_name, plot, overwrite, compose, as_json) -> None:
     """Measure fresh subnets twice with the table's runtime and protocol; report the predictor's accuracy."""
     from spos_hw.api import ValidateConfig
     from spos_hw.api import validate_lut as run
 
-    config = ValidateConfig(lut=lut, samples=samples, seed=seed, space=space_name, plot=plot, overwrite=overwrite, compose=compose)
+    config = ValidateConfig(
+        lut=lut, samples=samples, seed=seed, space=space_name, plot=plot, overwrite=overwrite, compose=compose
+    )
     report = run(config, progress=not as_json)
 
     def text(r):
@@ -107,8 +173,10 @@ def validate_lut(lut, samples, seed, space_name, plot, overwrite, compose, as_js
             ("retest_kendall_tau", f"{r['retest_kendall_tau']:.3f}"),
             ("retest_mape", f"{r['retest_mape']:.2f} %"),
         ]
-        head = (f"{r['space']}: {r['samples']} fresh subnets on {r['runtime']}/{r['device']} ({r['device_name']}), "
-                f"statistic {r['statistic']}, {r['clock']} clock")
+        head = (
+            f"{r['space']}: {r['samples']} fresh subnets on {r['runtime']}/{r['device']} ({r['device_name']}), "
+            f"statistic {r['statistic']}, {r['clock']} clock"
+        )
         out = [head] + [f"  {k:20s} {v}" for k, v in rows]
         if r.get("plot"):
             out.append(f"  plot: {r['plot']}")

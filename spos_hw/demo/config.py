@@ -35,11 +35,30 @@ class Preset:
 
 
 PRESETS = {
-    "quick": Preset(rounds=8, calibrate=8, validate=10, supernet_epochs=0.5, population=10, generations=4,
-                    recal_images=512, holdout=1000, retrain_epochs=3.0),
-    "full": Preset(rounds=20, calibrate=10, validate=50, supernet_epochs=10.0, population=50, generations=20,
-                   recal_images=2048, holdout=6000, retrain_epochs=20.0, compare_epochs=0.5),
-}  # fmt: skip
+    "quick": Preset(
+        rounds=8,
+        calibrate=8,
+        validate=10,
+        supernet_epochs=0.5,
+        population=10,
+        generations=4,
+        recal_images=512,
+        holdout=1000,
+        retrain_epochs=3.0,
+    ),
+    "full": Preset(
+        rounds=20,
+        calibrate=10,
+        validate=50,
+        supernet_epochs=10.0,
+        population=50,
+        generations=20,
+        recal_images=2048,
+        holdout=6000,
+        retrain_epochs=20.0,
+        compare_epochs=0.5,
+    ),
+}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -49,13 +49,37 @@ class Demo(Workdir):
         tried = []
         for batch in self.preset.batch_sizes:
             out = self.path(f"lut-b{batch}.json")
-            t = profile(ProfileConfig(space=self.space, runtime="onnxruntime", device="cpu", threads=1, batch_size=batch,
-                                      calibrate=self.preset.calibrate, rounds=self.preset.rounds, seed=self.seed, out=str(out),
-                                      resume=out.exists()), progress=self.progress)  # fmt: skip
+            t = profile(
+                ProfileConfig(
+                    space=self.space,
+                    runtime="onnxruntime",
+                    device="cpu",
+                    threads=1,
+                    batch_size=batch,
+                    calibrate=self.preset.calibrate,
+                    rounds=self.preset.rounds,
+                    seed=self.seed,
+                    out=str(out),
+                    resume=out.exists(),
+                ),
+                progress=self.progress,
+            )
             ratio = t["spread_over_noise"]
-            tried.append({"batch": batch, "spread_pct": t["random_arch_latency"]["spread_pct"], "noise_pct": t["noise_floor_pct"],
-                          "spread_over_noise": ratio, "median_ms": t["random_arch_latency"]["median_ms"]})  # fmt: skip
-            log.info("batch %d: random-arch latency spread %.1f %%, noise %.2f %%", batch, tried[-1]["spread_pct"], t["noise_floor_pct"] or 0)
+            tried.append(
+                {
+                    "batch": batch,
+                    "spread_pct": t["random_arch_latency"]["spread_pct"],
+                    "noise_pct": t["noise_floor_pct"],
+                    "spread_over_noise": ratio,
+                    "median_ms": t["random_arch_latency"]["median_ms"],
+                }
+            )
+            log.info(
+                "batch %d: random-arch latency spread %.1f %%, noise %.2f %%",
+                batch,
+                tried[-1]["spread_pct"],
+                t["noise_floor_pct"] or 0,
+            )
             if ratio is not None and ratio >= SPREAD_OVER_NOISE:
                 break
         best = next((r for r in tried if (r["spread_over_noise"] or 0) >= SPREAD_OVER_NOISE), None)
@@ -67,9 +91,17 @@ class Demo(Workdir):
     def train_supernet(self, resume: bool) -> dict:
         from spos_hw.api import SupernetConfig, train_supernet
 
-        cfg = SupernetConfig(space=self.space, data=self.data, epochs=self.preset.supernet_epochs, out=str(self.path("supernet.pt")),
-                             constraints=(("latency", None, None),), lut=str(self.path("lut.json")), seed=self.seed,
-                             threads=self.threads, resume=resume)  # fmt: skip
+        cfg = SupernetConfig(
+            space=self.space,
+            data=self.data,
+            epochs=self.preset.supernet_epochs,
+            out=str(self.path("supernet.pt")),
+            constraints=(("latency", None, None),),
+            lut=str(self.path("lut.json")),
+            seed=self.seed,
+            threads=self.threads,
+            resume=resume,
+        )
         s = train_supernet(cfg, progress=self.progress)
         return {k: s[k] for k in ("steps", "train_loss", "train_acc", "train_time_s", "sharing")}
 
@@ -80,15 +112,33 @@ class Demo(Workdir):
         space = self._space()
         budget = latency_budget(load_predictor(self.path("lut.json"), space), space, self.preset.percentile, seed=self.seed)
         p = self.preset
-        s = search(SearchConfig(
-            supernet=str(self.path("supernet.pt")), budgets={"latency": budget}, lut=str(self.path("lut.json")),
-            population=p.population, generations=p.generations, recal_images=p.recal_images, holdout=p.holdout, seed=self.seed,
-            out=str(self.path("search")), resume=resume, threads=self.threads, checkpoint_s=10.0,
-        ), progress=self.progress)  # fmt: skip
+        s = search(
+            SearchConfig(
+                supernet=str(self.path("supernet.pt")),
+                budgets={"latency": budget},
+                lut=str(self.path("lut.json")),
+                population=p.population,
+                generations=p.generations,
+                recal_images=p.recal_images,
+                holdout=p.holdout,
+                seed=self.seed,
+                out=str(self.path("search")),
+                resume=resume,
+                threads=self.threads,
+                checkpoint_s=10.0,
+            ),
+            progress=self.progress,
+        )
         if s.get("arch") is None:
             raise SposHwError("the search evaluated no candidate")
-        return {"latency_budget_ms": budget, "arch": s["arch"], "holdout_accuracy": s["accuracy"],
-                "latency_predicted_ms": s["latency_ms"], "evaluated": s["evaluated"], "score_distribution": s["score_distribution"]}  # fmt: skip
+        return {
+            "latency_budget_ms": budget,
+            "arch": s["arch"],
+            "holdout_accuracy": s["accuracy"],
+            "latency_predicted_ms": s["latency_ms"],
+            "evaluated": s["evaluated"],
+            "score_distribution": s["score_distribution"],
+        }
 
     def compare(self, resume: bool, search: dict) -> dict:
         """``compare`` random architectures that meet the same budget, scored as the search scores
@@ -108,7 +158,9 @@ class Demo(Workdir):
         space = net.space
         latency = cost_models(space, self.path("lut.json"))["latency"]
         budget = Bound.upper(latency, search["latency_budget_ms"])
-        rows = FeasibleSampler(space, [budget], rng=np.random.default_rng([self.seed, 0xC0]), max_tries=1_000_000).sample(p.compare)
+        rows = FeasibleSampler(space, [budget], rng=np.random.default_rng([self.seed, 0xC0]), max_tries=1_000_000).sample(
+            p.compare
+        )
         scorer, _ = scorer_for_checkpoint(net, ckpt, recal_images=p.recal_images, holdout=p.holdout, seed=self.seed)
         nets = [{"role": "searched", "arch": search["arch"]}] + [{"role": "random", "arch": str(a)} for a in space.decode(rows)]
         for n in nets:
@@ -118,9 +170,20 @@ class Demo(Workdir):
         if p.compare_epochs:
             self.path("compare").mkdir(exist_ok=True)
             for i, n in enumerate(nets):
-                r = retrain(RetrainConfig(space=self.space, data=self.data, arch=n["arch"], epochs=p.compare_epochs, seed=self.seed,
-                                          out=str(self.path(f"compare/{i:02d}.pt")), threads=self.threads, resume=True,
-                                          ckpt_every=100), progress=self.progress)  # fmt: skip
+                r = retrain(
+                    RetrainConfig(
+                        space=self.space,
+                        data=self.data,
+                        arch=n["arch"],
+                        epochs=p.compare_epochs,
+                        seed=self.seed,
+                        out=str(self.path(f"compare/{i:02d}.pt")),
+                        threads=self.threads,
+                        resume=True,
+                        ckpt_every=100,
+                    ),
+                    progress=self.progress,
+                )
                 n["standalone_accuracy"] = r["test_accuracy"]
         result = {"nets": nets, "holdout_images": scorer.data.holdout_images, "compare_epochs": p.compare_epochs}
         atomic_write_json(self.path("compare.json"), result)
@@ -131,21 +194,35 @@ class Demo(Workdir):
 
         p = self.preset
         init = {"init": "supernet", "supernet": str(self.path("supernet.pt"))} if p.retrain_init == "supernet" else {}
-        cfg = RetrainConfig(space=self.space, data=self.data, arch=arch, epochs=p.retrain_epochs, lr=p.retrain_lr,
-                            augment=p.retrain_augment, out=str(self.path("model.pt")), seed=self.seed, threads=self.threads,
-                            resume=resume, **init)  # fmt: skip
+        cfg = RetrainConfig(
+            space=self.space,
+            data=self.data,
+            arch=arch,
+            epochs=p.retrain_epochs,
+            lr=p.retrain_lr,
+            augment=p.retrain_augment,
+            out=str(self.path("model.pt")),
+            seed=self.seed,
+            threads=self.threads,
+            resume=resume,
+            **init,
+        )
         s = retrain(cfg, progress=self.progress)
         if s["test_accuracy"] is None:
             raise SposHwError("retraining did not finish")
         return {k: s[k] for k in ("arch", "flops", "params", "test_accuracy", "test_images", "test_origin", "train_time_s")} | {
-            "init": p.retrain_init, "steps": s["steps"]}  # fmt: skip
+            "init": p.retrain_init,
+            "steps": s["steps"],
+        }
 
     def export(self, resume: bool, batch: int) -> dict:
         from spos_hw.api import ExportConfig, export
 
         out = self.path("model.onnx")
-        r = export(ExportConfig(checkpoint=str(self.path("model.pt")), out=str(out), batch_size=batch, verify=True, overwrite=True),
-                   progress=False)  # fmt: skip
+        r = export(
+            ExportConfig(checkpoint=str(self.path("model.pt")), out=str(out), batch_size=batch, verify=True, overwrite=True),
+            progress=False,
+        )
         return {k: r.get(k) for k in ("path", "max_abs_diff", "top1_agreement", "inputs", "verified", "batch")}
 
     def measure(self, resume: bool, arch: str, compared: list[str]) -> dict:
@@ -156,7 +233,8 @@ class Demo(Workdir):
         from spos_hw.latency.runtimes import get_runtime
         from spos_hw.latency.table import LatencyTable
         from spos_hw.latency.validate import validate_table
-        from spos_hw.protocol import flatten, summarize as stats_of
+        from spos_hw.protocol import flatten
+        from spos_hw.protocol import summarize as stats_of
 
         space = self._space()
         table = LatencyTable.load(self.path("lut.json"))
@@ -165,12 +243,28 @@ class Demo(Workdir):
             timers = {"net": rt.timer_from_onnx(self.path("model.onnx").read_bytes())}
             samples = run_protocol(timers, table.protocol, progress=self.progress, desc="measure model.onnx")
         stats = stats_of(flatten(samples["net"]))
-        report = validate_table(table, samples=self.preset.validate, seed=self.seed + 1, space=space, compose=True,
-                                plot=self.path("latency_predicted_vs_measured.png"), progress=self.progress,
-                                extra_archs=[space.arch(a) for a in compared])  # fmt: skip
+        report = validate_table(
+            table,
+            samples=self.preset.validate,
+            seed=self.seed + 1,
+            space=space,
+            compose=True,
+            plot=self.path("latency_predicted_vs_measured.png"),
+            progress=self.progress,
+            extra_archs=[space.arch(a) for a in compared],
+        )
         measured = {r["arch"]: r["measured_ms"] for r in report["archs"]}
-        keys = ("samples", "mape", "within_5pct", "within_10pct", "kendall_tau", "retest_kendall_tau", "retest_mape",
-                "measured_p5_p95_pct", "warnings")  # fmt: skip
+        keys = (
+            "samples",
+            "mape",
+            "within_5pct",
+            "within_10pct",
+            "kendall_tau",
+            "retest_kendall_tau",
+            "retest_mape",
+            "measured_p5_p95_pct",
+            "warnings",
+        )
         result = {
             "latency_predicted_ms": predicted,
             "latency_measured_ms": stats[table.protocol.statistic],
@@ -190,15 +284,21 @@ class Demo(Workdir):
         t0 = time.perf_counter()
         prof = self.step("profile", "lut.json", self.profile)["result"]
         self.step("train_supernet", "supernet.pt", self.train_supernet, inputs=["lut.json"])
-        search = self.step("search", "search/result.json", self.search, inputs=["lut.json", "supernet.pt"],
-                           partial=["search/state.json"])["result"]  # fmt: skip
-        comp = self.step("compare", "compare.json", lambda r: self.compare(r, search), inputs=["search/result.json"],
-                         partial=["compare"])["result"]  # fmt: skip
+        search = self.step(
+            "search", "search/result.json", self.search, inputs=["lut.json", "supernet.pt"], partial=["search/state.json"]
+        )["result"]
+        comp = self.step(
+            "compare", "compare.json", lambda r: self.compare(r, search), inputs=["search/result.json"], partial=["compare"]
+        )["result"]
         arch = search["arch"]
         self.step("retrain", "model.pt", lambda r: self.retrain(r, arch), inputs=["search/result.json"])
         self.step("export", "model.onnx", lambda r: self.export(r, prof["batch_size"]), inputs=["model.pt"])
-        self.step("measure", "latency.json", lambda r: self.measure(r, arch, [n["arch"] for n in comp["nets"]]),
-                  inputs=["model.onnx", "lut.json", "compare.json"])  # fmt: skip
+        self.step(
+            "measure",
+            "latency.json",
+            lambda r: self.measure(r, arch, [n["arch"] for n in comp["nets"]]),
+            inputs=["model.onnx", "lut.json", "compare.json"],
+        )
         summary = summarize(self, search, time.perf_counter() - t0)
         atomic_write_json(self.path("summary.json"), summary)
         atomic_write_text(self.path("report.md"), report_markdown(summary))

@@ -32,8 +32,17 @@ def verdict(nets: list[dict], key: str, n_images: int, what: str) -> dict[str, A
         f"{100 * searched:.2f} % vs {100 * median:.2f} % ({100 * delta:+.2f} points, +-{200 * se:.2f} at 2 standard errors "
         f"of {n_images:,} images; random nets {100 * randoms.min():.2f}..{100 * randoms.max():.2f} %, best {100 * randoms.max():.2f} %)"
     )
-    return {"on": what, "outcome": word, "searched": searched, "random_median": median, "random_best": float(randoms.max()),
-            "delta": delta, "two_se": 2 * se, "n_random": len(randoms), "line": line}  # fmt: skip
+    return {
+        "on": what,
+        "outcome": word,
+        "searched": searched,
+        "random_median": median,
+        "random_best": float(randoms.max()),
+        "delta": delta,
+        "two_se": 2 * se,
+        "n_random": len(randoms),
+        "line": line,
+    }
 
 
 def summarize(demo, search: dict, elapsed: float) -> dict:
@@ -44,8 +53,14 @@ def summarize(demo, search: dict, elapsed: float) -> dict:
     nets = [dict(n, latency_measured_ms=measure["compared_measured_ms"].get(n["arch"])) for n in comp["nets"]]
     verdicts = [verdict(nets, "supernet_accuracy", comp["holdout_images"], "held-out accuracy with supernet weights")]
     if comp.get("compare_epochs"):
-        verdicts.append(verdict(nets, "standalone_accuracy", retrain["test_images"],
-                                f"test accuracy after the same {comp['compare_epochs']:g}-epoch retrain"))  # fmt: skip
+        verdicts.append(
+            verdict(
+                nets,
+                "standalone_accuracy",
+                retrain["test_images"],
+                f"test accuracy after the same {comp['compare_epochs']:g}-epoch retrain",
+            )
+        )
     v = measure["validation"]
     chosen = next(t for t in prof["tried"] if t["batch"] == prof["batch_size"])
     return {
@@ -63,14 +78,25 @@ def summarize(demo, search: dict, elapsed: float) -> dict:
         "latency_budget_percentile": demo.preset.percentile,
         "latency_batch_size": prof["batch_size"],
         "latency_budget_binds": prof["budget_binds"],
-        "latency_spread": {"random_arch_p5_p95_pct": chosen["spread_pct"], "noise_floor_pct": chosen["noise_pct"],
-                           "spread_over_noise": chosen["spread_over_noise"], "tried": prof["tried"],
-                           "validation_retest_pct": v["retest_mape"], "validation_measured_p5_p95_pct": v["measured_p5_p95_pct"]},  # fmt: skip
+        "latency_spread": {
+            "random_arch_p5_p95_pct": chosen["spread_pct"],
+            "noise_floor_pct": chosen["noise_pct"],
+            "spread_over_noise": chosen["spread_over_noise"],
+            "tried": prof["tried"],
+            "validation_retest_pct": v["retest_mape"],
+            "validation_measured_p5_p95_pct": v["measured_p5_p95_pct"],
+        },
         "latency_predicted_ms": measure["latency_predicted_ms"],
         "latency_measured_ms": measure["latency_measured_ms"],
         "latency_within_budget": bool(measure["latency_measured_ms"] <= budget * 1.03),
-        "latency_protocol": {"runtime": "onnxruntime", "device": "cpu", "threads": 1, "batch_size": prof["batch_size"],
-                             "statistic": measure["statistic"], "clock": measure["clock"]},  # fmt: skip
+        "latency_protocol": {
+            "runtime": "onnxruntime",
+            "device": "cpu",
+            "threads": 1,
+            "batch_size": prof["batch_size"],
+            "statistic": measure["statistic"],
+            "clock": measure["clock"],
+        },
         "predictor_validation": v,
         "searched_vs_random": nets,
         "verdicts": verdicts,
@@ -85,10 +111,15 @@ def summarize(demo, search: dict, elapsed: float) -> dict:
         "wall_seconds_total": round(sum(v["wall_seconds"] for v in s.values()), 1),
         "wall_seconds_this_run": round(elapsed, 1),
         "artifacts": {
-            "latency_table": "lut.json", "supernet": "supernet.pt", "search": "search/", "compare": "compare.json", "model": "model.pt",
-            "onnx": "model.onnx", "latency": "latency.json",
-            "plots": sorted(str(p.relative_to(demo.dir)) for p in demo.dir.glob("**/*.png") if not p.parent.name == "compare"),
-        },  # fmt: skip
+            "latency_table": "lut.json",
+            "supernet": "supernet.pt",
+            "search": "search/",
+            "compare": "compare.json",
+            "model": "model.pt",
+            "onnx": "model.onnx",
+            "latency": "latency.json",
+            "plots": sorted(str(p.relative_to(demo.dir)) for p in demo.dir.glob("**/*.png") if p.parent.name != "compare"),
+        },
     }
 
 
@@ -102,8 +133,11 @@ def report_markdown(s: dict) -> str:
     v, sp = s["predictor_validation"], s["latency_spread"]
     r = s["retrain"]
     how = "fine-tuned from the supernet's weights" if r["init"] == "supernet" else "retrained from scratch"
-    binds = (f"{sp['spread_over_noise']:.1f}x the noise: the budget binds" if s["latency_budget_binds"]
-             else f"only {sp['spread_over_noise'] or 0:.1f}x the noise at every batch size tried: the budget barely separates architectures here")  # fmt: skip
+    binds = (
+        f"{sp['spread_over_noise']:.1f}x the noise: the budget binds"
+        if s["latency_budget_binds"]
+        else f"only {sp['spread_over_noise'] or 0:.1f}x the noise at every batch size tried: the budget barely separates architectures here"
+    )
     lines = [
         f"# spos-hw demo ({s['budget']} budget, {s['data']}, {s['space']})",
         "",
@@ -132,9 +166,12 @@ def report_markdown(s: dict) -> str:
         "",
         "| net | arch | predicted ms | measured ms | supernet held-out | stand-alone |",
         "|---|---|---|---|---|---|",
-        *[f"| {n['role']} | `{n['arch']}` | {n['latency_predicted_ms']:.4f} | "
-          + ("n/a" if n["latency_measured_ms"] is None else f"{n['latency_measured_ms']:.4f}")
-          + f" | {_pct(n['supernet_accuracy'])} | {_pct(n.get('standalone_accuracy'))} |" for n in s["searched_vs_random"]],
+        *[
+            f"| {n['role']} | `{n['arch']}` | {n['latency_predicted_ms']:.4f} | "
+            + ("n/a" if n["latency_measured_ms"] is None else f"{n['latency_measured_ms']:.4f}")
+            + f" | {_pct(n['supernet_accuracy'])} | {_pct(n.get('standalone_accuracy'))} |"
+            for n in s["searched_vs_random"]
+        ],
         "",
         "| step | wall seconds |",
         "|---|---|",
@@ -143,7 +180,7 @@ def report_markdown(s: dict) -> str:
         "",
         *[f"![{p}]({p})" for p in s["artifacts"]["plots"]],
         "",
-    ]  # fmt: skip
+    ]
     return "\n".join(lines)
 
 

@@ -12,8 +12,9 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from spos_hw.demo.config import DemoConfig, pick_data
 from spos_hw.errors import ArtifactError, OutputError
@@ -39,7 +40,13 @@ class Workdir:
 
         check_data(self.data, get_space(self.space))  # a bad --data fails now, not after profiling
         data_name = self.data if isinstance(self.data, str) else getattr(self.data, "recorded_name", "custom")
-        settings = {"budget": self.budget, "data": data_name, "seed": self.seed, "space": self.space, "preset": dataclasses.asdict(self.preset)}
+        settings = {
+            "budget": self.budget,
+            "data": data_name,
+            "seed": self.seed,
+            "space": self.space,
+            "preset": dataclasses.asdict(self.preset),
+        }
         self.config = json.loads(json.dumps(settings))  # as demo_state.json holds it (lists, not tuples)
         self.state: dict[str, Any] = {"kind": "spos-hw-demo", "config": self.config, "steps": {}}
         path = self.dir / STATE
@@ -77,13 +84,20 @@ class Workdir:
         return None
 
     def record(self, step: str, artifact: str, result: dict, seconds: float, inputs: list[str]) -> dict:
-        rec = {"artifact": artifact, "sha256": file_sha256(self.path(artifact)), "inputs": {i: file_sha256(self.path(i)) for i in inputs},
-               "wall_seconds": round(seconds, 1), "result": result}  # fmt: skip
+        rec = {
+            "artifact": artifact,
+            "sha256": file_sha256(self.path(artifact)),
+            "inputs": {i: file_sha256(self.path(i)) for i in inputs},
+            "wall_seconds": round(seconds, 1),
+            "result": result,
+        }
         self.state["steps"][step] = rec
         atomic_write_json(self.path(STATE), self.state)
         return rec
 
-    def step(self, name: str, artifact: str, fn: Callable[[bool], dict], *, inputs: list[str] = (), partial: list[str] = ()) -> dict:
+    def step(
+        self, name: str, artifact: str, fn: Callable[[bool], dict], *, inputs: list[str] = (), partial: list[str] = ()
+    ) -> dict:
         """Run ``fn(resume)`` unless ``name`` is done; ``resume`` is true when its checkpoint exists."""
         inputs = list(inputs)
         rec = self.done(name, inputs)

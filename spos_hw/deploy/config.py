@@ -57,7 +57,9 @@ class ExportConfig:
         if not isinstance(self.opset, int) or self.opset < 17:
             raise ConfigError(f"--opset must be an integer >= 17, got {self.opset!r}")
         suffix = ".engine" if self.format == "trt" else ".onnx"
-        out = Path(self.out) if self.out else Path(self.checkpoint).with_suffix(suffix) if self.checkpoint else Path("net" + suffix)
+        out = (
+            Path(self.out) if self.out else Path(self.checkpoint).with_suffix(suffix) if self.checkpoint else Path("net" + suffix)
+        )
         if self.format == "trt" and out.suffix == ".onnx":
             raise ConfigError(f"--format trt writes an engine; give --out a name like {out.with_suffix('.engine').name}")
         object.__setattr__(self, "out", str(out))

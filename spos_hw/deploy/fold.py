@@ -128,14 +128,19 @@ def fold_batchnorm(model, only: set[str] | None = None) -> int:
     inits = {t.name: t for t in g.initializer}
     folded = 0
     for conv in list(g.node):
-        if conv.op_type != "Conv" or len(conv.input) > 2 and conv.input[2] or (only is not None and conv.name not in only):
+        if conv.op_type != "Conv" or (len(conv.input) > 2 and conv.input[2]) or (only is not None and conv.name not in only):
             continue
         users = consumers.get(conv.output[0], [])
         dq = producer.get(conv.input[1])
         if len(users) != 1 or users[0].op_type != "BatchNormalization" or dq is None or dq.op_type != "DequantizeLinear":
             continue
         bn = users[0]
-        if len(bn.output) != 1 or not all(i in consts for i in bn.input[1:5]) or dq.input[0] not in inits or dq.input[1] not in consts:
+        if (
+            len(bn.output) != 1
+            or not all(i in consts for i in bn.input[1:5])
+            or dq.input[0] not in inits
+            or dq.input[1] not in consts
+        ):
             continue
         if len(consumers.get(dq.output[0], [])) != 1 or len(consumers.get(dq.input[0], [])) != 1:
             continue
@@ -155,10 +160,12 @@ def fold_batchnorm(model, only: set[str] | None = None) -> int:
         inits[base].CopyFrom(_int_tensor(base, q * sign, qtype))
         new_scale = f"{dq.input[1]}_bnfolded_{folded}"
         bias = f"{bn.output[0]}_bias"
-        g.initializer.extend([
-            numpy_helper.from_array((scale * np.abs(k)).astype(np.float32), new_scale),
-            numpy_helper.from_array((beta - mean * k).astype(np.float32), bias),
-        ])  # fmt: skip
+        g.initializer.extend(
+            [
+                numpy_helper.from_array((scale * np.abs(k)).astype(np.float32), new_scale),
+                numpy_helper.from_array((beta - mean * k).astype(np.float32), bias),
+            ]
+        )
         dq.input[1] = new_scale
         while len(conv.input) < 3:
             conv.input.append("")

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spos_hw.errors import ArtifactMismatch, ConfigError, VerificationError
 from spos_hw.deploy.config import FORMATS, PRECISIONS, ExportConfig
+from spos_hw.errors import ArtifactMismatch, ConfigError, VerificationError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,9 @@ def export_model(config: ExportConfig, *, verify_inputs: Any = None, progress: b
         n_example = max(batch_size, 2) if dynamic_batch else batch_size
         example = torch.randn(n_example, *space_obj.input_shape, generator=torch.Generator().manual_seed(0))
         module = half_precision(net) if precision == "fp16" else net
-        model = export_onnx(module, (example,), None, opset=opset, dynamic_batch=dynamic_batch, metadata=metadata(info, precision))
+        model = export_onnx(
+            module, (example,), None, opset=opset, dynamic_batch=dynamic_batch, metadata=metadata(info, precision)
+        )
         folded = 0
         if precision == "int8":
             from spos_hw.deploy.fold import fold_batchnorm, prequantize_weights
@@ -97,7 +99,11 @@ def export_model(config: ExportConfig, *, verify_inputs: Any = None, progress: b
         result["onnx_bytes"] = len(data)
         bar.update(1)
         if fmt == "trt":
-            result.update(_build_trt(data, out, precision, batch_size, dynamic_batch, config.timing_cache, x if config.verify else None, bar))
+            result.update(
+                _build_trt(
+                    data, out, precision, batch_size, dynamic_batch, config.timing_cache, x if config.verify else None, bar
+                )
+            )
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
 
@@ -213,7 +219,9 @@ def verification_inputs(given, checkpoint, info: dict[str, Any], space) -> tuple
     if given is not None:
         x = torch.as_tensor(given)
         if x.dim() != 4 or tuple(x.shape[1:]) != shape or not x.is_floating_point():
-            raise ConfigError(f"verify_inputs must be a float tensor [n, {', '.join(map(str, shape))}], got {tuple(x.shape)} {x.dtype}")
+            raise ConfigError(
+                f"verify_inputs must be a float tensor [n, {', '.join(map(str, shape))}], got {tuple(x.shape)} {x.dtype}"
+            )
         return x.float(), f"given ({len(x)})"
     dataset = info.get("dataset")
     if checkpoint is not None and dataset in ("fashion-mnist", "digits") and int(np.prod(shape)) <= REAL_INPUT_LIMIT:
@@ -248,9 +256,14 @@ def _build_trt(onnx_bytes, out, precision, batch_size, dynamic_batch, timing_cac
     logger = trt.Logger(trt.Logger.WARNING)
     batch_range = (1, batch_size, max(batch_size, 64)) if dynamic_batch else None
     engine = build_serialized_engine(
-        onnx_bytes, trt=trt, logger=logger, precision=precision, strongly_typed=precision == "int8",
-        batch_range=batch_range, timing_cache=timing_cache,
-    )  # fmt: skip
+        onnx_bytes,
+        trt=trt,
+        logger=logger,
+        precision=precision,
+        strongly_typed=precision == "int8",
+        batch_range=batch_range,
+        timing_cache=timing_cache,
+    )
     bar.update(1)
     res: dict[str, Any] = {"engine": str(out), "tensorrt": trt.__version__, "trt_verified": False}
     if x is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from spos_hw.errors import VerificationError
 from spos_hw.io import atomic_write_bytes

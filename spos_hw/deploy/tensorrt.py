@@ -76,7 +76,9 @@ def build_serialized_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     if precision == "fp16" and not strongly_typed:
         if not hasattr(trt.BuilderFlag, "FP16"):
-            raise RuntimeUnavailable(f"TensorRT {trt.__version__} has no FP16 builder flag; export with --precision fp16 to an fp16 ONNX")
+            raise RuntimeUnavailable(
+                f"TensorRT {trt.__version__} has no FP16 builder flag; export with --precision fp16 to an fp16 ONNX"
+            )
         config.set_flag(trt.BuilderFlag.FP16)
     if batch_range is not None:
         profile = builder.create_optimization_profile()

@@ -126,9 +126,7 @@ def torch_activations(net, x, paths: set[str]) -> tuple[np.ndarray, dict[str, np
     return y.float().numpy(), {k: torch.cat(v).float().numpy() for k, v in seen.items() if len(v) == 1}
 
 
-def compare(
-    net, model, x, *, precision: str, batch: int | None, threads: int = 1, level: str = ORT_LEVEL
-) -> dict[str, Any]:
+def compare(net, model, x, *, precision: str, batch: int | None, threads: int = 1, level: str = ORT_LEVEL) -> dict[str, Any]:
     """Run ``model`` (``onnx.ModelProto``) in ORT and ``net`` in torch on ``x``; the parity figures."""
 
     x = x.float().contiguous()
@@ -208,8 +206,7 @@ def check(figures: dict[str, Any], precision: str) -> None:
         bad.append(f"top-1 agreement {figures['top1_agreement']:.2%} < {tol['top1_agreement']:.1%}")
     if bad:
         raise VerificationError(
-            f"exported model does not match torch on {figures['n']} inputs (ORT level {figures['ort_level']}): "
-            + "; ".join(bad)
+            f"exported model does not match torch on {figures['n']} inputs (ORT level {figures['ort_level']}): " + "; ".join(bad)
         )
 
 

@@ -60,8 +60,9 @@ def export_bundle(
             raise OutputError(f"{str(folder)!r} exists and is not a bundle; refusing to replace it")
         shutil.rmtree(folder)
     check_new_output(folder, overwrite=True)  # the parent must exist and be writable
-    header = new_table(space, {}, {}, batch_size=batch_size, protocol=protocol, calibrate=calibrate, seed=seed,
-                       export={}, machine={})
+    header = new_table(
+        space, {}, {}, batch_size=batch_size, protocol=protocol, calibrate=calibrate, seed=seed, export={}, machine={}
+    )
     units = table_units(space, batch_size) + [net_unit(space, space.arch(a), batch_size) for a in header.calibration_archs]
     models = unit_models(space, units, progress=progress)
     (folder / "models").mkdir(parents=True)
@@ -70,8 +71,15 @@ def export_bundle(
         data = models[unit.key].SerializeToString()
         name = f"models/{i:04d}_{unit.kind}.onnx"
         atomic_write_bytes(folder / name, data)
-        entries.append({"key": unit.key, "kind": unit.kind, "file": name, "input_shape": list(unit.input_shape),
-                        "sha256": hashlib.sha256(data).hexdigest()})
+        entries.append(
+            {
+                "key": unit.key,
+                "kind": unit.kind,
+                "file": name,
+                "input_shape": list(unit.input_shape),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )
     manifest = {
         "schema": BUNDLE_SCHEMA,
         "version": SCHEMA_VERSION,
@@ -117,17 +125,33 @@ def import_measurements(
     if space is None:
         space = recorded
     else:
-        probe = LatencyTable(space=manifest["space"], input_shape=manifest["input_shape"],
-                             batch_size=manifest["batch_size"], runtime={}, protocol=protocol)
+        probe = LatencyTable(
+            space=manifest["space"],
+            input_shape=manifest["input_shape"],
+            batch_size=manifest["batch_size"],
+            runtime={},
+            protocol=protocol,
+        )
         probe.check(space, what=where)
     samples = rec.get("samples") or {}
     keys = [u["key"] for u in manifest.get("units", [])]
     short = [k for k in keys if len(samples.get(k, [])) < protocol.rounds]
     if short:
-        raise ArtifactError(f"{where} lacks measurements for {len(short)} models (first: {short[0]}); rerun the runner with --resume")
-    table = new_table(space, rec["runtime"], rec.get("libraries", {}), batch_size=int(manifest["batch_size"]),
-                      protocol=protocol, calibrate=0, seed=int(manifest.get("seed", 0)), export=manifest.get("export", {}),
-                      source="bundle", machine=rec.get("machine", {}))
+        raise ArtifactError(
+            f"{where} lacks measurements for {len(short)} models (first: {short[0]}); rerun the runner with --resume"
+        )
+    table = new_table(
+        space,
+        rec["runtime"],
+        rec.get("libraries", {}),
+        batch_size=int(manifest["batch_size"]),
+        protocol=protocol,
+        calibrate=0,
+        seed=int(manifest.get("seed", 0)),
+        export=manifest.get("export", {}),
+        source="bundle",
+        machine=rec.get("machine", {}),
+    )
     table.calibration_archs = list(manifest.get("calibration_archs", []))
     finish_table(table, space, {k: samples[k] for k in keys})
     table.created = rec.get("date", table.created)

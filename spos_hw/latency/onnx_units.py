@@ -12,7 +12,7 @@ again. ``validate-lut`` still exports every validation subnet on its own.
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from spos_hw.latency.units import HEAD, STEM, Unit
 from spos_hw.nas.space import Arch, SearchSpace

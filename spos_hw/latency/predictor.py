@@ -33,7 +33,9 @@ def table_cost(table: LatencyTable, space: SearchSpace) -> AdditiveCost:
             key = space.signature(pos, idx)
             stats = table.entries.get(key)
             if stats is None:
-                raise ArtifactError(f"latency table has no entry for block {pos.index} choice {idx} ({key}); rerun spos-hw profile")
+                raise ArtifactError(
+                    f"latency table has no entry for block {pos.index} choice {idx} ({key}); rerun spos-hw profile"
+                )
             dense[(pos.index, *idx)] = table.latency(stats)
     fixed = table.latency(table.fixed[STEM]) + table.latency(table.fixed[HEAD])
     return AdditiveCost("latency-table", "ms", fixed, dense, 1.0, mask if space.masked else None)

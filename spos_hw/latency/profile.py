@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -45,8 +45,19 @@ def onnx_export_record() -> dict:
     return {"format": "onnx", "opset": DEFAULT_OPSET, "exporter": "torch.onnx.export(dynamo=True)"}
 
 
-def new_table(space: SearchSpace, rt_record: dict, libraries: dict, *, batch_size: int, protocol: Protocol,
-              calibrate: int, seed: int, export: dict, source: str = "profile", machine: dict | None = None) -> LatencyTable:
+def new_table(
+    space: SearchSpace,
+    rt_record: dict,
+    libraries: dict,
+    *,
+    batch_size: int,
+    protocol: Protocol,
+    calibrate: int,
+    seed: int,
+    export: dict,
+    source: str = "profile",
+    machine: dict | None = None,
+) -> LatencyTable:
     """An empty (partial) table with its header and its calibration subnets chosen."""
     archs = calibration.calibration_archs(space, calibrate, np.random.default_rng(seed))
     return LatencyTable(
@@ -135,9 +146,16 @@ def prepare_timers(runtime: Runtime, space: SearchSpace, units: Sequence[Unit], 
     return {key: make() for key, make in tqdm(items, desc="prepare", unit="model", disable=not progress, leave=False)}
 
 
-def run_protocol(timers: dict[str, Timer], protocol: Protocol, *, samples: dict | None = None,
-                 checkpoint: Callable[[dict], None] | None = None, checkpoint_s: float = 2.0,
-                 progress: bool = False, desc: str = "measure") -> dict[str, list[list[float]]]:
+def run_protocol(
+    timers: dict[str, Timer],
+    protocol: Protocol,
+    *,
+    samples: dict | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
+    checkpoint_s: float = 2.0,
+    progress: bool = False,
+    desc: str = "measure",
+) -> dict[str, list[list[float]]]:
     """``protocol.measure`` with a progress bar and a checkpoint at most every ``checkpoint_s`` seconds."""
     from tqdm.auto import tqdm
 
@@ -216,8 +234,15 @@ def profile_space(
     rt.clock = protocol.clock
     with rt:
         if previous is not None:
-            want = {"runtime": rt.name, "device": rt.device, "threads": rt.threads, "protocol": protocol,
-                    "calibration subnets": calibrate, "seed": seed, "batch_size": batch_size}
+            want = {
+                "runtime": rt.name,
+                "device": rt.device,
+                "threads": rt.threads,
+                "protocol": protocol,
+                "calibration subnets": calibrate,
+                "seed": seed,
+                "batch_size": batch_size,
+            }
             _resume_check(previous, space, want)
             if previous.complete:
                 log.info("%s is already complete; nothing to resume", out)
@@ -226,13 +251,27 @@ def profile_space(
             log.info("resuming %s: %d finished turns kept", out, sum(len(t) for t in (table.samples or {}).values()))
         else:
             export = onnx_export_record() if rt.uses_onnx else {"format": "torch", "mode": "eager"}
-            table = new_table(space, rt.record(), rt.libraries(), batch_size=batch_size, protocol=protocol,
-                              calibrate=calibrate, seed=seed, export=export)
+            table = new_table(
+                space,
+                rt.record(),
+                rt.libraries(),
+                batch_size=batch_size,
+                protocol=protocol,
+                calibrate=calibrate,
+                seed=seed,
+                export=export,
+            )
             if out is not None:
                 table.save(out)
         units = table_units(space, batch_size) + [net_unit(space, space.arch(a), batch_size) for a in table.calibration_archs]
-        log.info("profiling %s on %s/%s: %d blocks + stem + head + %d subnets", space.name, rt.name, rt.device,
-                 len(units) - 2 - len(table.calibration_archs), len(table.calibration_archs))
+        log.info(
+            "profiling %s on %s/%s: %d blocks + stem + head + %d subnets",
+            space.name,
+            rt.name,
+            rt.device,
+            len(units) - 2 - len(table.calibration_archs),
+            len(table.calibration_archs),
+        )
         timers = prepare_timers(rt, space, units, progress=progress)
 
         def checkpoint(done: dict) -> None:
@@ -240,8 +279,9 @@ def profile_space(
             if out is not None:
                 table.save(out)
 
-        samples = run_protocol(timers, protocol, samples=table.samples, checkpoint=checkpoint,
-                               checkpoint_s=checkpoint_s, progress=progress)
+        samples = run_protocol(
+            timers, protocol, samples=table.samples, checkpoint=checkpoint, checkpoint_s=checkpoint_s, progress=progress
+        )
     finish_table(table, space, samples)
     if out is not None:
         table.save(out)

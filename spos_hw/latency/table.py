@@ -98,15 +98,18 @@ class LatencyTable:
         return {"schema": TABLE_SCHEMA, "version": TABLE_VERSION, **d}
 
     @staticmethod
-    def from_json(d: Any, where: str = "latency table") -> "LatencyTable":
+    def from_json(d: Any, where: str = "latency table") -> LatencyTable:
         if not isinstance(d, dict) or d.get("schema") != TABLE_SCHEMA:
             raise ArtifactError(f"{where} is not a spos-hw latency table (no '{TABLE_SCHEMA}' schema)")
         if d.get("version") != TABLE_VERSION:
             raise ArtifactError(f"{where} has schema version {d.get('version')!r}; this spos-hw reads version {TABLE_VERSION}")
         body = {k: v for k, v in d.items() if k not in ("schema", "version")}
         names = {f.name for f in dataclasses.fields(LatencyTable)}
-        missing = [f.name for f in dataclasses.fields(LatencyTable) if f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING and f.name not in body]
+        missing = [
+            f.name
+            for f in dataclasses.fields(LatencyTable)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in body
+        ]
         unknown = sorted(set(body) - names)
         if missing or unknown:
             raise ArtifactError(f"{where} is malformed: missing {missing}, unknown {unknown}")
@@ -122,7 +125,7 @@ class LatencyTable:
         atomic_write_json(path, self.to_json())
 
     @staticmethod
-    def load(path: str | os.PathLike, *, allow_partial: bool = False) -> "LatencyTable":
+    def load(path: str | os.PathLike, *, allow_partial: bool = False) -> LatencyTable:
         """Read a table; a partial one is refused unless ``allow_partial`` (resume)."""
         where = f"latency table {str(path)!r}"
         table = LatencyTable.from_json(read_json(path, "latency table"), where)

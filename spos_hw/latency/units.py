@@ -5,8 +5,8 @@ built lazily (torch is imported only when a unit is built).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from spos_hw.nas.space import Arch, SearchSpace
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -111,8 +111,9 @@ def validate_table(
     extra = [space.arch(a) for a in extra_archs]
     fresh = fresh_archs(space, samples, np.random.default_rng(seed), set(table.calibration_archs) | {str(a) for a in extra})
     archs = list(dict.fromkeys([*extra, *fresh]))
-    rt = runtime or get_runtime(table.runtime["name"], table.runtime["device"], threads=int(table.runtime["threads"]),
-                                clock=table.protocol.clock)
+    rt = runtime or get_runtime(
+        table.runtime["name"], table.runtime["device"], threads=int(table.runtime["threads"]), clock=table.protocol.clock
+    )
     with rt:
         check_same_device(table, rt)
         units = [net_unit(space, a, table.batch_size) for a in archs]
@@ -121,8 +122,10 @@ def validate_table(
                 raise SposHwError(f"--compose needs an ONNX runtime; the table's runtime is {rt.name}")
             timers = prepare_timers(rt, space, units, progress=progress)
         else:
-            timers = {u.key: rt.timer(u.build(), u.input_shape)
-                      for u in tqdm(units, desc="export", unit="net", disable=not progress, leave=False)}
+            timers = {
+                u.key: rt.timer(u.build(), u.input_shape)
+                for u in tqdm(units, desc="export", unit="net", disable=not progress, leave=False)
+            }
         passes = [run_protocol(timers, table.protocol, progress=progress, desc=f"measure {i + 1}/2") for i in range(2)]
     stat = table.protocol.statistic
     measured, remeasured = (np.array([summarize(flatten(p[u.key]))[stat] for u in units]) for p in passes)
@@ -163,14 +166,20 @@ def noise_warnings(r: dict, *, too_noisy_pct: float = 10.0) -> list[str]:
     out = []
     retest, mape, spread = r["retest_mape"], r["mape"], r["measured_p5_p95_pct"]
     if retest > too_noisy_pct:
-        out.append(f"this machine is too noisy to validate: two passes over the same nets differ by {retest:.1f} % "
-                   f"(re-test MAPE), so MAPE {mape:.1f} % measures the noise, not the predictor")  # fmt: skip
+        out.append(
+            f"this machine is too noisy to validate: two passes over the same nets differ by {retest:.1f} % "
+            f"(re-test MAPE), so MAPE {mape:.1f} % measures the noise, not the predictor"
+        )
     elif mape <= 1.25 * retest:
-        out.append(f"the predictor's error (MAPE {mape:.2f} %) is at this machine's noise floor (re-test MAPE {retest:.2f} %): "
-                   "no predictor can be shown to do better here")  # fmt: skip
+        out.append(
+            f"the predictor's error (MAPE {mape:.2f} %) is at this machine's noise floor (re-test MAPE {retest:.2f} %): "
+            "no predictor can be shown to do better here"
+        )
     if spread < 3 * retest:
-        out.append(f"the nets' latencies spread only {spread:.1f} % (p5-p95), within 3x the noise ({retest:.2f} %): "
-                   "latency cannot rank them on this machine at this batch size")  # fmt: skip
+        out.append(
+            f"the nets' latencies spread only {spread:.1f} % (p5-p95), within 3x the noise ({retest:.2f} %): "
+            "latency cannot rank them on this machine at this batch size"
+        )
     return out
 
 

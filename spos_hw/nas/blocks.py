@@ -4,7 +4,7 @@ the latency profiler and the exporter all build blocks here, so they cannot drif
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -177,7 +177,9 @@ class IdentityBlock(nn.Module):
     def __init__(self, plan: BlockPlan, layers: Layers) -> None:
         super().__init__()
         if plan.stride != 1 or plan.in_channels != plan.out_channels:
-            raise ValueError(f"an identity block cannot change width or stride ({plan.in_channels}->{plan.out_channels}, stride {plan.stride})")
+            raise ValueError(
+                f"an identity block cannot change width or stride ({plan.in_channels}->{plan.out_channels}, stride {plan.stride})"
+            )
 
     def forward(self, x: torch.Tensor, mid: int | None = None, bits=None) -> torch.Tensor:
         return x

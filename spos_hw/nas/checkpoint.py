@@ -41,7 +41,12 @@ def versions() -> dict[str, str]:
 
     from spos_hw import __version__
 
-    found = {"spos_hw": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": numpy.__version__}
+    found = {
+        "spos_hw": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+    }
     return {k: str(v) for k, v in found.items()} | {"python": platform.python_version()}  # TorchVersion is no plain str
 
 
@@ -115,8 +120,10 @@ def check_resumable(
     ]
     if diffs:
         raise ArtifactMismatch(
-            f"cannot resume {str(path)!r}: it was trained with " + ", ".join(diffs[:4])
-            + ("..." if len(diffs) > 4 else "") + "; use the same options, or a new --out"
+            f"cannot resume {str(path)!r}: it was trained with "
+            + ", ".join(diffs[:4])
+            + ("..." if len(diffs) > 4 else "")
+            + "; use the same options, or a new --out"
         )
 
 
@@ -159,7 +166,9 @@ def sharing_of(ckpt: dict, path: str | Path = "checkpoint") -> str:
 
     mode = ckpt.get("sharing", LEGACY_SHARING)
     if mode not in SHARING_MODES:
-        raise ArtifactError(f"checkpoint {str(path)!r} records weight sharing {mode!r}; this version knows {', '.join(SHARING_MODES)}")
+        raise ArtifactError(
+            f"checkpoint {str(path)!r} records weight sharing {mode!r}; this version knows {', '.join(SHARING_MODES)}"
+        )
     return mode
 
 
@@ -190,12 +199,16 @@ def data_for_checkpoint(ckpt: dict, space: SearchSpace, data=None):
     if data in BUILTIN and info.get("dataset") not in (None, data):
         raise ArtifactMismatch(f"the supernet was trained on {info['dataset']!r}, not {data!r}; search it on its own dataset")
     if isinstance(name, str) and name.startswith(CUSTOM_PREFIX):
-        raise ArtifactError(f"the supernet was trained on your own datasets ({name}); pass them again (data=Datasets(train, test))")
+        raise ArtifactError(
+            f"the supernet was trained on your own datasets ({name}); pass them again (data=Datasets(train, test))"
+        )
     loaded = load_data(name, space)
     ho = info.get("holdout") or {"seed": 0, "size": 0}
     split = loaded.split(int(ho["size"]), int(ho["seed"])) if ho["size"] else loaded.split(0, 0)
     if "train_size" in ho and len(split.train) != ho["train_size"]:
-        raise ArtifactError(f"dataset {name!r} no longer matches the checkpoint ({len(split.train)} training images, recorded {ho['train_size']})")
+        raise ArtifactError(
+            f"dataset {name!r} no longer matches the checkpoint ({len(split.train)} training images, recorded {ho['train_size']})"
+        )
     return loaded, split
 
 

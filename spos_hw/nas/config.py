@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from spos_hw.errors import ConfigError
 
@@ -81,7 +82,9 @@ class TrainConfig:
 @dataclass(frozen=True, kw_only=True)
 class SupernetConfig(TrainConfig):
     out: str = "supernet.pt"
-    constraints: tuple[tuple[str, float | None, float | None], ...] = ()  # (flops|params|bitops|latency, lo, hi) in display units; None: the bound
+    constraints: tuple[
+        tuple[str, float | None, float | None], ...
+    ] = ()  # (flops|params|bitops|latency, lo, hi) in display units; None: the bound
     bins: int = 7  # bins of the first constraint's range (paper: 7)
     sampling: str = "auto"  # exact (DP, additive costs) | rejection (paper) | auto
     lut: str | None = None  # latency table for a latency constraint
@@ -94,11 +97,13 @@ class SupernetConfig(TrainConfig):
         object.__setattr__(self, "constraints", tuple(tuple(c) for c in self.constraints))
         check(
             (all(len(c) == 3 for c in self.constraints), "a constraint is (cost, lo, hi)"),
-            (not any(c[0] == "latency" for c in self.constraints) or self.lut is not None,
-             "a latency constraint needs a latency table: pass --lut lut.json (made by `spos-hw profile`)"),
+            (
+                not any(c[0] == "latency" for c in self.constraints) or self.lut is not None,
+                "a latency constraint needs a latency table: pass --lut lut.json (made by `spos-hw profile`)",
+            ),
             (self.holdout >= 0, f"--holdout must be >= 0, got {self.holdout}"),
             (self.sharing in ("entangled", "independent"), f"--sharing must be entangled or independent, got {self.sharing!r}"),
-        )  # fmt: skip
+        )
 
 
 INITS = ("scratch", "supernet")
@@ -116,9 +121,12 @@ class RetrainConfig(TrainConfig):
         super().__post_init__()
         check(
             (self.init in INITS, f"--init must be scratch or supernet, got {self.init!r}"),
-            (self.init == "scratch" or self.supernet is not None, "--init supernet needs --supernet supernet.pt (the weights to inherit)"),
+            (
+                self.init == "scratch" or self.supernet is not None,
+                "--init supernet needs --supernet supernet.pt (the weights to inherit)",
+            ),
             (self.init == "supernet" or self.supernet is None, "--supernet is only read with --init supernet"),
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True)
@@ -203,18 +211,27 @@ class SearchConfig:
         given = {k: v for k, v in self.budgets.items() if v is not None}
         evo = [k for k in EVOLUTION_ONLY if getattr(self, k) is not None]
         check(
-            (self.budgets["latency"] is None or self.lut is not None,
-             "--latency-ms needs a latency table: pass --lut lut.json (made by `spos-hw profile`)"),
-            (self.report is not None or self.supernet is not None,
-             "pass --supernet supernet.pt (or --report DIR to re-pick from a finished search)"),
+            (
+                self.budgets["latency"] is None or self.lut is not None,
+                "--latency-ms needs a latency table: pass --lut lut.json (made by `spos-hw profile`)",
+            ),
+            (
+                self.report is not None or self.supernet is not None,
+                "pass --supernet supernet.pt (or --report DIR to re-pick from a finished search)",
+            ),
             (bool(given), "give at least one budget: --latency-ms (with --lut), --flops-m, --params-m or --bitops-g"),
-            (self.strategy in ("evolution", "random"), f"unknown search strategy {self.strategy!r}; choose one of evolution, random"),
-            (self.strategy == "evolution" or not evo,
-             "--topk, --mutations, --crossovers and --mutation-prob apply to --strategy evolution only"),
+            (
+                self.strategy in ("evolution", "random"),
+                f"unknown search strategy {self.strategy!r}; choose one of evolution, random",
+            ),
+            (
+                self.strategy == "evolution" or not evo,
+                "--topk, --mutations, --crossovers and --mutation-prob apply to --strategy evolution only",
+            ),
             threads_rule(self.threads),
             (not (self.resume and self.overwrite), "give --resume or --overwrite, not both"),
             (self.checkpoint_s > 0, f"checkpoint_s must be > 0, got {self.checkpoint_s}"),
-        )  # fmt: skip
+        )
 
     def strategy_options(self) -> dict[str, Any]:
         """The strategy's keyword options that were given (the rest take the strategy's defaults)."""
@@ -262,11 +279,22 @@ class RankCheckConfig:
             object.__setattr__(self, "epochs", 0.5)
         check(
             (positive_int(self.archs) and self.archs >= 3, f"--archs must be an integer >= 3, got {self.archs!r}"),
-            (isinstance(self.repeated, int) and 0 <= self.repeated <= self.archs, f"--repeated must be in 0..{self.archs} (--archs), got {self.repeated!r}"),
-            (positive_int(self.seeds) and (self.seeds >= 2 or self.repeated == 0), f"--seeds must be >= 2 when archs are repeated, got {self.seeds!r}"),
-            (self.stratify in ("flops", "params", "bitops", "latency"), f"--stratify must be flops, params, bitops or latency, got {self.stratify!r}"),
-            ((self.stratify != "latency" and self.budgets["latency"] is None) or self.lut is not None,
-             "a latency budget or --stratify latency needs a latency table: pass --lut lut.json (made by `spos-hw profile`)"),
+            (
+                isinstance(self.repeated, int) and 0 <= self.repeated <= self.archs,
+                f"--repeated must be in 0..{self.archs} (--archs), got {self.repeated!r}",
+            ),
+            (
+                positive_int(self.seeds) and (self.seeds >= 2 or self.repeated == 0),
+                f"--seeds must be >= 2 when archs are repeated, got {self.seeds!r}",
+            ),
+            (
+                self.stratify in ("flops", "params", "bitops", "latency"),
+                f"--stratify must be flops, params, bitops or latency, got {self.stratify!r}",
+            ),
+            (
+                (self.stratify != "latency" and self.budgets["latency"] is None) or self.lut is not None,
+                "a latency budget or --stratify latency needs a latency table: pass --lut lut.json (made by `spos-hw profile`)",
+            ),
             (self.steps is None or self.epochs is None, "give steps or epochs, not both"),
             (self.steps is None or positive_int(self.steps), f"--steps must be >= 1, got {self.steps}"),
             (self.epochs is None or self.epochs > 0, f"--epochs must be > 0, got {self.epochs}"),
@@ -275,7 +303,7 @@ class RankCheckConfig:
             (positive_int(self.resamples), f"resamples must be >= 1, got {self.resamples}"),
             threads_rule(self.threads),
             (not (self.resume and self.overwrite), "give --resume or --overwrite, not both"),
-        )  # fmt: skip
+        )
 
     def budget_values(self) -> dict[str, float]:
         return {k: v for k, v in self.budgets.items() if v is not None}

@@ -13,8 +13,9 @@ Values are shown in the model's display scale (``scale``: ``330M FLOPs``, ``1.25
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -107,12 +108,12 @@ class Bound:
             raise SpaceError(f"the {self.name} budget must be a positive number, got {self.hi}")
 
     @classmethod
-    def upper(cls, model: CostModel, limit: float) -> "Bound":
+    def upper(cls, model: CostModel, limit: float) -> Bound:
         """A budget: ``cost <= limit`` (model units)."""
         return cls(model, None, float(limit))
 
     @classmethod
-    def scaled(cls, model: CostModel, lo: float | None, hi: float | None) -> "Bound":
+    def scaled(cls, model: CostModel, lo: float | None, hi: float | None) -> Bound:
         """Ends in the model's display scale: ``Bound.scaled(space.flops, 290, 360)`` is 290M..360M FLOPs."""
         s = scale_of(model)
         return cls(model, None if lo is None else float(lo) * s, None if hi is None else float(hi) * s)
@@ -126,7 +127,7 @@ class Bound:
         """The upper end (a budget's limit); ``inf`` when open."""
         return math.inf if self.hi is None else self.hi
 
-    def closed(self) -> "Bound":
+    def closed(self) -> Bound:
         """Both ends given; an open end becomes the model's exact bound."""
         if self.lo is not None and self.hi is not None:
             return self

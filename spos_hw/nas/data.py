@@ -24,9 +24,10 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,8 +39,17 @@ log = logging.getLogger(__name__)
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 BUILTIN = ("fashion-mnist", "digits")
 CUSTOM_PREFIX = "custom:"
 """Recorded dataset name of ``Datasets`` (a checkpoint cannot hold the objects themselves)."""
@@ -357,8 +367,10 @@ def _adapt(images: torch.Tensor, shape: tuple[int, int, int], name: str, space: 
             images = (images.float() * luma).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
         else:
             raise DataError(f"{name} has {c0}-channel images; space {space.name!r} takes {c}")
-        notes.append(f"{'grayscale->RGB' if c == 3 else 'RGB->grayscale'} for a {c}-channel space "
-                     f"(--space {_suggest_space(space, 'channels', c0)} keeps the data's channels)")
+        notes.append(
+            f"{'grayscale->RGB' if c == 3 else 'RGB->grayscale'} for a {c}-channel space "
+            f"(--space {_suggest_space(space, 'channels', c0)} keeps the data's channels)"
+        )
     if (h0, w0) != (h, w):
         if h0 <= h and w0 <= w and h / h0 <= PAD_RATIO and w / w0 <= PAD_RATIO:
             top, left = (h - h0) // 2, (w - w0) // 2
@@ -367,9 +379,11 @@ def _adapt(images: torch.Tensor, shape: tuple[int, int, int], name: str, space: 
         else:
             parts = [
                 torch.nn.functional.interpolate(images[i : i + 4096].float(), size=(h, w), mode="bilinear", antialias=True)
-                .round_().clamp_(0, 255).to(torch.uint8)
+                .round_()
+                .clamp_(0, 255)
+                .to(torch.uint8)
                 for i in range(0, n, 4096)
-            ]  # fmt: skip
+            ]
             images = torch.cat(parts)
             notes.append(f"resized {h0}x{w0} -> {h}x{w}")
     return images, notes
@@ -412,7 +426,12 @@ def _read_idx(path: Path) -> np.ndarray:
     return data.reshape(dims)
 
 
-_FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+_FASHION_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 def _fashion_paths() -> list[Path]:
@@ -448,9 +467,16 @@ def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _tensor_data(
-    name: str, classes: Sequence[str], space: SearchSpace, xtr: np.ndarray, ytr: np.ndarray,
-    xte: np.ndarray, yte: np.ndarray, augment: Augment, test_origin: str,
-) -> ImageData:  # fmt: skip
+    name: str,
+    classes: Sequence[str],
+    space: SearchSpace,
+    xtr: np.ndarray,
+    ytr: np.ndarray,
+    xte: np.ndarray,
+    yte: np.ndarray,
+    augment: Augment,
+    test_origin: str,
+) -> ImageData:
     _check_classes(name, len(classes), space)
     src_shape = tuple(xtr.shape[1:])
     tr, notes = _adapt(torch.from_numpy(np.array(xtr)), space.input_shape, name, space)
@@ -459,8 +485,17 @@ def _tensor_data(
         log.info("%s: %s", name, note)
     mean, std = _stats(tr)
     return ImageData(
-        name, tuple(classes), tuple(space.input_shape), TensorSource(tr, ytr), TensorSource(te, yte),
-        test_origin, mean, std, augment, src_shape, tuple(notes),
+        name,
+        tuple(classes),
+        tuple(space.input_shape),
+        TensorSource(tr, ytr),
+        TensorSource(te, yte),
+        test_origin,
+        mean,
+        std,
+        augment,
+        src_shape,
+        tuple(notes),
     )
 
 
@@ -493,7 +528,9 @@ def _decode_all(paths: Sequence[str], shape: tuple[int, int, int], workers: int,
 def _check_folder(root: Path, space: SearchSpace) -> tuple[Path, list[str], list[str], np.ndarray]:
     """The training folder, its classes, paths and labels (scanned, not decoded)."""
     if not root.exists():
-        raise DataError(f"data {str(root)!r} does not exist; use fashion-mnist, digits, or an ImageFolder tree DIR/train/<class>/<image>")
+        raise DataError(
+            f"data {str(root)!r} does not exist; use fashion-mnist, digits, or an ImageFolder tree DIR/train/<class>/<image>"
+        )
     if not root.is_dir():
         raise DataError(f"data {str(root)!r} is not a folder (expected an ImageFolder tree DIR/train/<class>/<image>)")
     c, h, w = space.input_shape
@@ -536,17 +573,44 @@ def _image_folder(root: Path, space: SearchSpace, memory_limit: int, workers: in
         xtr = _decode_all(paths, (c, h, w), n_workers, progress, root.name)
         xte = _decode_all(vpaths, (c, h, w), n_workers, progress, root.name)
         mean, std = _stats(xtr)
-        return ImageData(str(root.resolve()), tuple(classes), (c, h, w), TensorSource(xtr, labels), TensorSource(xte, vlabels),
-                         test_origin, mean, std, aug, (), tuple(notes))  # fmt: skip
-    log.info("%s: %d images do not fit the %d MiB memory limit; decoding per batch with %d workers",
-             root, len(paths) + len(vpaths), memory_limit >> 20, n_workers)  # fmt: skip
+        return ImageData(
+            str(root.resolve()),
+            tuple(classes),
+            (c, h, w),
+            TensorSource(xtr, labels),
+            TensorSource(xte, vlabels),
+            test_origin,
+            mean,
+            std,
+            aug,
+            (),
+            tuple(notes),
+        )
+    log.info(
+        "%s: %d images do not fit the %d MiB memory limit; decoding per batch with %d workers",
+        root,
+        len(paths) + len(vpaths),
+        memory_limit >> 20,
+        n_workers,
+    )
     train = FileSource(paths, labels, (c, h, w), n_workers)
     rng = np.random.default_rng(0)
     sample = np.sort(rng.choice(len(paths), size=min(2000, len(paths)), replace=False))
     mean, std = _stats(torch.cat(list(train.stream([sample[i : i + 256] for i in range(0, len(sample), 256)]))))
     notes.append(f"normalization estimated on {len(sample)} training images (seed 0)")
-    return ImageData(str(root.resolve()), tuple(classes), (c, h, w), train, FileSource(vpaths, vlabels, (c, h, w), n_workers),
-                     test_origin, mean, std, aug, (), tuple(notes))  # fmt: skip
+    return ImageData(
+        str(root.resolve()),
+        tuple(classes),
+        (c, h, w),
+        train,
+        FileSource(vpaths, vlabels, (c, h, w), n_workers),
+        test_origin,
+        mean,
+        std,
+        aug,
+        (),
+        tuple(notes),
+    )
 
 
 @dataclass(frozen=True)
@@ -628,8 +692,17 @@ def _custom(data: Datasets, space: SearchSpace) -> ImageData:
     if n_classes > len(classes):
         raise DataError(f"labels go up to {n_classes - 1} but {len(classes)} class names are given")
     h = space.input_shape[1]
-    return _tensor_data(data.recorded_name, tuple(map(str, classes)), space, xtr, ytr, xte, yte,
-                        Augment(pad=max(1, h // 16), flip=False), f"your test dataset ({len(yte)} images)")  # fmt: skip
+    return _tensor_data(
+        data.recorded_name,
+        tuple(map(str, classes)),
+        space,
+        xtr,
+        ytr,
+        xte,
+        yte,
+        Augment(pad=max(1, h // 16), flip=False),
+        f"your test dataset ({len(yte)} images)",
+    )
 
 
 def as_datasets(spec: Any) -> Any:
@@ -667,9 +740,17 @@ def load_data(
         return _tensor_data(spec, FASHION_MNIST_CLASSES, space, xtr, ytr, xte, yte, aug, "t10k (the official 10,000 test images)")
     if spec == "digits":
         xtr, ytr, xte, yte = _digits()
-        return _tensor_data(spec, tuple(str(i) for i in range(10)), space, xtr, ytr, xte, yte,
-                            Augment(pad=max(1, space.input_shape[1] // 16), flip=False),
-                            f"stratified {TEST_FRACTION:.0%} of scikit-learn digits (seed 0)")  # fmt: skip
+        return _tensor_data(
+            spec,
+            tuple(str(i) for i in range(10)),
+            space,
+            xtr,
+            ytr,
+            xte,
+            yte,
+            Augment(pad=max(1, space.input_shape[1] // 16), flip=False),
+            f"stratified {TEST_FRACTION:.0%} of scikit-learn digits (seed 0)",
+        )
     return _image_folder(Path(spec).expanduser(), space, memory_limit, workers, progress)
 
 

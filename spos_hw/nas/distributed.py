@@ -107,8 +107,6 @@ def shutdown(dist: Dist) -> None:
         torch.distributed.destroy_process_group()
 
 
-
-
 def is_main_process() -> bool:
     """Whether this process is rank 0 of a ``torchrun`` job (or runs alone): the one that prints."""
     return int(os.environ.get("RANK", "0")) == 0

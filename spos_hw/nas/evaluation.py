@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -34,9 +34,14 @@ def evaluate(
     for x, y in eval_batches(source, mine, batch_size):
         logits = forward(data.prepare(x, device, channels_last)).float()
         y = y.to(logits.device)
-        totals += torch.tensor([
-            float(F.cross_entropy(logits, y, reduction="sum")), float((logits.argmax(1) == y).sum()), len(y),
-        ], dtype=torch.float64)  # fmt: skip
+        totals += torch.tensor(
+            [
+                float(F.cross_entropy(logits, y, reduction="sum")),
+                float((logits.argmax(1) == y).sum()),
+                len(y),
+            ],
+            dtype=torch.float64,
+        )
     totals = dist.all_sum(totals)
     n = max(float(totals[2]), 1.0)
     return {"accuracy": float(totals[1]) / n, "loss": float(totals[0]) / n, "n": int(totals[2])}

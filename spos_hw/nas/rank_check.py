@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -169,8 +170,16 @@ def plan_archs(space: SearchSpace, model: CostModel, budgets: list, cfg: RankChe
 
 
 def _plan_key(space: SearchSpace, cfg: RankCheckConfig) -> dict[str, Any]:
-    return {"space_fingerprint": space.fingerprint, "archs": cfg.archs, "repeated": cfg.repeated, "seeds": cfg.seeds,
-            "stratify": cfg.stratify, "budgets": cfg.budget_values(), "seed": cfg.seed, "recipe": recipe(cfg)}  # fmt: skip
+    return {
+        "space_fingerprint": space.fingerprint,
+        "archs": cfg.archs,
+        "repeated": cfg.repeated,
+        "seeds": cfg.seeds,
+        "stratify": cfg.stratify,
+        "budgets": cfg.budget_values(),
+        "seed": cfg.seed,
+        "recipe": recipe(cfg),
+    }
 
 
 # ----------------------------------------------------------------------------- the check
@@ -202,7 +211,9 @@ def rank_check(config: RankCheckConfig, *, cost_models: CostModels = builtin_cos
         plan = read_json(out / PLAN, "rank-check plan")
         diffs = [k for k in key if plan.get("key", {}).get(k) != key[k]]
         if diffs:
-            raise ArtifactMismatch(f"cannot resume {str(out)!r}: its plan was made with other {', '.join(diffs)}; use the same options, or a new --out")
+            raise ArtifactMismatch(
+                f"cannot resume {str(out)!r}: its plan was made with other {', '.join(diffs)}; use the same options, or a new --out"
+            )
     else:
         plan = {"kind": "rank-check-plan", "format": FORMAT, "key": key, **plan_archs(space, model, budgets, cfg)}
     _prepare(cfg, out)
@@ -215,12 +226,20 @@ def rank_check(config: RankCheckConfig, *, cost_models: CostModels = builtin_cos
     fp = file_sha256(cfg.supernet)[:16]
     scores = Ledger(out / SCORES)
     if fp not in scores:
-        scorer, scoring = scorer_for_checkpoint(net, ckpt, data=cfg.data, recal_images=cfg.recal_images, holdout=cfg.holdout,
-                                                seed=cfg.seed)  # fmt: skip
+        scorer, scoring = scorer_for_checkpoint(
+            net, ckpt, data=cfg.data, recal_images=cfg.recal_images, holdout=cfg.holdout, seed=cfg.seed
+        )
         rows = space.encode(space.arch(a) for a in archs)
         metrics = [scorer.evaluate(r) for r in tqdm(rows, desc="supernet scores", unit="arch", disable=not progress, leave=False)]
-        scores.put(fp, {"supernet": str(cfg.supernet), "accuracy": [m["accuracy"] for m in metrics],
-                        "loss": [m["loss"] for m in metrics], "scoring": scoring})  # fmt: skip
+        scores.put(
+            fp,
+            {
+                "supernet": str(cfg.supernet),
+                "accuracy": [m["accuracy"] for m in metrics],
+                "loss": [m["loss"] for m in metrics],
+                "scoring": scoring,
+            },
+        )
 
     # 2. stand-alone retrains, each a checkpointed unit
     recorded = (ckpt.get("data") or {}).get("dataset")
@@ -228,16 +247,41 @@ def rank_check(config: RankCheckConfig, *, cost_models: CostModels = builtin_cos
     if isinstance(data, str) and data.startswith(CUSTOM_PREFIX):
         from spos_hw.errors import ArtifactError
 
-        raise ArtifactError(f"the supernet was trained on your own datasets ({data}); pass them again (data=Datasets(train, test))")
-    units = [(i, cfg.seed) for i in range(len(archs))] + [(i, cfg.seed + s) for s in range(1, cfg.seeds) for i in plan["repeated"]]
+        raise ArtifactError(
+            f"the supernet was trained on your own datasets ({data}); pass them again (data=Datasets(train, test))"
+        )
+    units = [(i, cfg.seed) for i in range(len(archs))] + [
+        (i, cfg.seed + s) for s in range(1, cfg.seeds) for i in plan["repeated"]
+    ]
     ledger = Ledger(out / RETRAINS)
     todo = [u for u in units if f"{u[0]}:s{u[1]}" not in ledger]
     for i, seed in tqdm(todo, desc="stand-alone retrains", unit="net", disable=not progress):
-        r = retrain(RetrainConfig(space=str(out / "space.json"), data=data, arch=archs[i], seed=seed, out=str(out / "retrain" / f"{i:02d}-s{seed}.pt"),
-                                  resume=True, threads=cfg.threads, device=cfg.device, ckpt_every=100, log_every=100, **recipe(cfg)),
-                    progress=False)  # fmt: skip
-        ledger.put(f"{i}:s{seed}", {"arch": archs[i], "seed": seed, "test_accuracy": r["test_accuracy"], "steps": r["steps"],
-                                    "train_time_s": r["train_time_s"]})  # fmt: skip
+        r = retrain(
+            RetrainConfig(
+                space=str(out / "space.json"),
+                data=data,
+                arch=archs[i],
+                seed=seed,
+                out=str(out / "retrain" / f"{i:02d}-s{seed}.pt"),
+                resume=True,
+                threads=cfg.threads,
+                device=cfg.device,
+                ckpt_every=100,
+                log_every=100,
+                **recipe(cfg),
+            ),
+            progress=False,
+        )
+        ledger.put(
+            f"{i}:s{seed}",
+            {
+                "arch": archs[i],
+                "seed": seed,
+                "test_accuracy": r["test_accuracy"],
+                "steps": r["steps"],
+                "train_time_s": r["train_time_s"],
+            },
+        )
         log.info("retrain %d (seed %d): test accuracy %.4f", i, seed, r["test_accuracy"])
 
     # 3. statistics
@@ -257,7 +301,9 @@ def summarize(cfg: RankCheckConfig, plan: dict, score: dict, ledger: Ledger, fp:
     truth = np.array([ledger[f"{i}:s{cfg.seed}"]["test_accuracy"] for i in range(len(archs))])
     acc, loss = np.array(score["accuracy"]), np.array(score["loss"])
     stats = dict(resamples=cfg.resamples, seed=cfg.seed)
-    pairs = [(truth[i], ledger[f"{i}:s{cfg.seed + 1}"]["test_accuracy"]) for i in plan["repeated"] if f"{i}:s{cfg.seed + 1}" in ledger]
+    pairs = [
+        (truth[i], ledger[f"{i}:s{cfg.seed + 1}"]["test_accuracy"]) for i in plan["repeated"] if f"{i}:s{cfg.seed + 1}" in ledger
+    ]
     ceiling = None
     if len(pairs) >= 3:
         a, b = np.array(pairs).T
@@ -277,7 +323,12 @@ def summarize(cfg: RankCheckConfig, plan: dict, score: dict, ledger: Ledger, fp:
         "by_cost": rank_agreement(plan["costs"], truth, **stats),
         "noise_ceiling": ceiling,
         "null_tau_sd": null_tau_sd(len(archs)),
-        "standalone": {"mean": float(truth.mean()), "min": float(truth.min()), "max": float(truth.max()), "std": float(truth.std())},
+        "standalone": {
+            "mean": float(truth.mean()),
+            "min": float(truth.min()),
+            "max": float(truth.max()),
+            "std": float(truth.std()),
+        },
         "supernet_score": {"mean": float(acc.mean()), "min": float(acc.min()), "max": float(acc.max())},
         "scoring": score["scoring"],
         "table": [

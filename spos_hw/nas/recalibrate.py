@@ -16,8 +16,8 @@ stale statistics of other paths are never read.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -73,7 +73,7 @@ class ScoringData:
         *,
         device: str | torch.device = "cpu",
         channels_last: bool = True,
-    ) -> "ScoringData":
+    ) -> ScoringData:
         """Move prepared (normalised float) batches to ``device`` once, in the memory format the net runs in.
 
         Args:
@@ -160,8 +160,11 @@ class SupernetScorer:
         # (as a fresh copy of the supernet would) and scores do not depend on the order.
         self._pristine = {m: {k: v.clone() for k, v in m.state_dict().items()} for m in supernet.modules() if _uninitialized(m)}
         if self._pristine:
-            log.warning("%d quantizers of the supernet were never initialised (paths never trained?); "
-                        "candidates using them initialise them from their own recalibration data", len(self._pristine))  # fmt: skip
+            log.warning(
+                "%d quantizers of the supernet were never initialised (paths never trained?); "
+                "candidates using them initialise them from their own recalibration data",
+                len(self._pristine),
+            )
 
     def path_bns(self, row: np.ndarray) -> list[nn.modules.batchnorm._BatchNorm]:
         return self._fixed + [bn for i, op in enumerate(row[:, 0]) for bn in self._choice[i][int(op)]]
@@ -240,8 +243,11 @@ def recalibrated_subnet(supernet: nn.Module, arch, batches: Sequence[torch.Tenso
     recalibrated on ``batches`` (prepared training images), then its weights copied
     (``Supernet.materialize``). Where a fine-tuning retrain starts (``retrain --init supernet``)."""
     row = supernet.space.arch(arch).to_array() if not isinstance(arch, np.ndarray) else arch
-    scorer = SupernetScorer(supernet, ScoringData.build(batches, [(batches[0][:1], torch.zeros(1, dtype=torch.long))],
-                                                        channels_last=False), channels_last=False)  # fmt: skip
+    scorer = SupernetScorer(
+        supernet,
+        ScoringData.build(batches, [(batches[0][:1], torch.zeros(1, dtype=torch.long))], channels_last=False),
+        channels_last=False,
+    )
     scorer.recalibrate(row)
     return supernet.materialize(supernet.space.decode(row)[0])
 
@@ -274,7 +280,11 @@ def scorer_for_checkpoint(
     from spos_hw.nas.checkpoint import data_for_checkpoint
     from spos_hw.nas.data import eval_batches, recalibration_batches, stratified_subset
 
-    for name, v in (("recal_batch_size", recal_batch_size), ("eval_batch_size", eval_batch_size), ("recal_images", recal_images or 1)):
+    for name, v in (
+        ("recal_batch_size", recal_batch_size),
+        ("eval_batch_size", eval_batch_size),
+        ("recal_images", recal_images or 1),
+    ):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise DataError(f"{name} must be a positive integer, got {v!r}")
     space = net.space
@@ -305,4 +315,11 @@ def scorer_for_checkpoint(
     return scorer, info
 
 
-__all__ = ["PAPER_RECAL_IMAGES", "ScoringData", "SupernetScorer", "default_recal_images", "recalibrated_subnet", "scorer_for_checkpoint"]
+__all__ = [
+    "PAPER_RECAL_IMAGES",
+    "ScoringData",
+    "SupernetScorer",
+    "default_recal_images",
+    "recalibrated_subnet",
+    "scorer_for_checkpoint",
+]

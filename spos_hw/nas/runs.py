@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,7 +87,9 @@ class _Run:
         self.config = resolve(config, n_train)
         if self.previous is not None:
             defaults = {f.name: f.default for f in dataclasses.fields(self.config) if f.default is not dataclasses.MISSING}
-            check_resumable(self.previous, kind=self.kind, space=self.space, config=self.json_config(), path=self.out, defaults=defaults)
+            check_resumable(
+                self.previous, kind=self.kind, space=self.space, config=self.json_config(), path=self.out, defaults=defaults
+            )
         return self.config
 
     def json_config(self) -> dict[str, Any]:
@@ -98,8 +101,16 @@ class _Run:
         self.dist.average_buffers(trainer.model)
         if not self.dist.main:
             return
-        write_checkpoint(self.out, self.summary_path, kind=self.kind, space=self.space, config=self.json_config(),
-                         total_steps=self.config.steps, state=trainer.state_dict(), extra=extra)  # fmt: skip
+        write_checkpoint(
+            self.out,
+            self.summary_path,
+            kind=self.kind,
+            space=self.space,
+            config=self.json_config(),
+            total_steps=self.config.steps,
+            state=trainer.state_dict(),
+            extra=extra,
+        )
         log.debug("checkpoint %s at step %d", self.out, trainer.step)
 
     def train(self, trainer: Trainer, extra: dict[str, Any], stop_after: int | None) -> None:
@@ -169,7 +180,12 @@ def train_supernet(
         model = _seeded_init(lambda: Supernet(run.space, sharing=cfg.sharing), cfg.seed)
         trainer = Trainer(model, SupernetPolicy(model, sampler), data=run.data, order=order, config=cfg, dist=run.dist)
         run.train(trainer, {"data": data_info, "sampling": sampler.describe(), "sharing": cfg.sharing}, stop_after)
-        return {**run.summary(trainer, f"supernet {run.space.name}"), "sampling": sampler.describe(), "data": data_info, "sharing": cfg.sharing}
+        return {
+            **run.summary(trainer, f"supernet {run.space.name}"),
+            "sampling": sampler.describe(),
+            "data": data_info,
+            "sharing": cfg.sharing,
+        }
     finally:
         shutdown(run.dist)
 
@@ -228,8 +244,16 @@ def retrain(config: RetrainConfig, *, progress: bool = True, stop_after: int | N
         if trainer.step >= cfg.steps and extra["test_accuracy"] is None:
             model.eval()
             everything = np.arange(len(run.data.test))
-            test = evaluate(model, run.data, run.data.test, everything, batch_size=cfg.eval_batch_size,
-                            dist=run.dist, device=run.dist.device, channels_last=True)  # fmt: skip
+            test = evaluate(
+                model,
+                run.data,
+                run.data.test,
+                everything,
+                batch_size=cfg.eval_batch_size,
+                dist=run.dist,
+                device=run.dist.device,
+                channels_last=True,
+            )
             extra["test_accuracy"], extra["test_loss"] = test["accuracy"], test["loss"]
             run.checkpoint(trainer, extra)
             log.info("test accuracy %.4f on %d images (%s)", test["accuracy"], test["n"], run.data.test_origin)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -86,7 +87,9 @@ class AdditiveGrid:
     def __init__(self, model: CostModel, space: SearchSpace, delta: float) -> None:
         table_shape = tuple(np.asarray(model.table).shape[1:])
         if table_shape != tuple(space.sizes):
-            raise SpaceError(f"cost model {getattr(model, 'name', '?')!r} has choice shape {table_shape}, space {space.name!r} has {space.sizes}")
+            raise SpaceError(
+                f"cost model {getattr(model, 'name', '?')!r} has choice shape {table_shape}, space {space.name!r} has {space.sizes}"
+            )
         pb = np.asarray(model.per_block, dtype=np.float64)
         self.allowed = space.choice_mask().reshape(pb.shape[0], -1)
         self.shape = table_shape
@@ -186,9 +189,7 @@ class ConstrainedSampler(_RngState):
         for c in self.constraints:
             b = bounds_of(c.model)
             if b is not None and (c.hi < b[0] or c.lo > b[1]):
-                raise Infeasible(
-                    f"{c.describe()} is outside the achievable range {display(c.model, *b)} of space {space.name!r}"
-                )
+                raise Infeasible(f"{c.describe()} is outside the achievable range {display(c.model, *b)} of space {space.name!r}")
         bounds = bounds_of(primary.model)
         lo, hi = (max(primary.lo, bounds[0]), min(primary.hi, bounds[1])) if bounds else (primary.lo, primary.hi)
         bins = 1 if hi <= lo else bins
@@ -208,7 +209,9 @@ class ConstrainedSampler(_RngState):
             if not self.live_bins:
                 raise Infeasible(f"no architecture of space {space.name!r} has {primary.describe()}")
             if len(self.live_bins) < bins:
-                log.info("constrained sampling: %d of %d bins hold no architecture and are skipped", bins - len(self.live_bins), bins)
+                log.info(
+                    "constrained sampling: %d of %d bins hold no architecture and are skipped", bins - len(self.live_bins), bins
+                )
         if len(self.constraints) > 1:
             self.live_bins = self._jointly_feasible(self.live_bins)
 
@@ -230,7 +233,9 @@ class ConstrainedSampler(_RngState):
                 continue
             live.append(b)
         if not live:
-            ranges = ", ".join(f"{c.name} {display(c.model, *bounds_of(c.model))}" for c in self.constraints if bounds_of(c.model))
+            ranges = ", ".join(
+                f"{c.name} {display(c.model, *bounds_of(c.model))}" for c in self.constraints if bounds_of(c.model)
+            )
             raise Infeasible(
                 f"no architecture of space {self.space.name!r} meets {' and '.join(c.describe() for c in self.constraints)} "
                 f"at once (achievable alone: {ranges})"
@@ -311,7 +316,9 @@ class FeasibleSampler:
     proposals without enough hits it raises ``Infeasible`` with the smallest costs seen.
     """
 
-    def __init__(self, space: SearchSpace, bounds: Sequence[Bound], *, rng: np.random.Generator, max_tries: int = 200_000) -> None:
+    def __init__(
+        self, space: SearchSpace, bounds: Sequence[Bound], *, rng: np.random.Generator, max_tries: int = 200_000
+    ) -> None:
         self.space, self.bounds, self.rng, self.max_tries = space, tuple(bounds), rng, int(max_tries)
 
     def sample(self, n: int) -> np.ndarray:

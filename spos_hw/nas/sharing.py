@@ -20,7 +20,7 @@ several names) and ``SliceConv2d.own_weight`` crops it at forward time.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -95,4 +95,13 @@ def entangle(ops: Sequence[nn.Module], plans: Sequence[BlockPlan]) -> list[tuple
     return groups
 
 
-__all__ = ["DEFAULT_SHARING", "LEGACY_SHARING", "SHARING_MODES", "check_sharing", "entangle", "group_key", "plan_convs", "share_groups"]
+__all__ = [
+    "DEFAULT_SHARING",
+    "LEGACY_SHARING",
+    "SHARING_MODES",
+    "check_sharing",
+    "entangle",
+    "group_key",
+    "plan_convs",
+    "share_groups",
+]

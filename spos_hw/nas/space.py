@@ -17,9 +17,10 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, ClassVar, Iterable, Protocol, Sequence
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -28,7 +29,6 @@ from spos_hw.nn.bits import FULL_PRECISION
 
 DIMS: tuple[str, ...] = ("op", "ch", "w", "a")
 """Names of the choice dimensions, in ``ArchBatch`` order."""
-
 
 
 # ----------------------------------------------------------------------------- layer plans
@@ -272,7 +272,7 @@ class AdditiveCost:
         object.__setattr__(self, "_strides", strides)
         object.__setattr__(self, "_active", [i for i in range(4) if sizes[i] > 1])
         object.__setattr__(self, "_flat", t.reshape(-1))
-        offsets = (np.arange(t.shape[0], dtype=np.int64) * int(np.prod(sizes)))
+        offsets = np.arange(t.shape[0], dtype=np.int64) * int(np.prod(sizes))
         object.__setattr__(self, "_offsets", offsets)
 
     @property
@@ -321,7 +321,7 @@ class AdditiveCost:
         hi = np.where(ok, pb, -np.inf).max(axis=1).sum()
         return self.fixed + float(lo), self.fixed + float(hi)
 
-    def affine(self, a: float, b: float, name: str | None = None) -> "AdditiveCost":
+    def affine(self, a: float, b: float, name: str | None = None) -> AdditiveCost:
         """``a * cost + b``, still additive (how a latency calibration is folded in)."""
         return AdditiveCost(name or self.name, self.unit, a * self.fixed + b, a * self.table, self.scale, self.mask)
 
@@ -347,7 +347,7 @@ class SearchSpace:
     """Weight and activation bits of the stem and head (they are not searched)."""
 
     family: ClassVar[str] = ""
-    families: ClassVar[dict[str, type["SearchSpace"]]] = {}
+    families: ClassVar[dict[str, type[SearchSpace]]] = {}
     block_output_signed: ClassVar[bool] = False
     """Whether block outputs can be negative (linear bottlenecks): the head's input is signed then."""
 
@@ -389,7 +389,7 @@ class SearchSpace:
         return d
 
     @staticmethod
-    def from_json(d: dict[str, Any]) -> "SearchSpace":
+    def from_json(d: dict[str, Any]) -> SearchSpace:
         d = dict(d)
         family = d.pop("family", None)
         cls = SearchSpace.families.get(family or "")
@@ -473,7 +473,9 @@ class SearchSpace:
         pos = self.positions[block]
         choice = tuple(int(c) for c in choice)
         pm = self._mask[block]
-        named = ", ".join(f"{d} {choice[i]} ({self.allowed(d)[choice[i]]})" for i, d in enumerate(DIMS) if d in self.searched_dims)
+        named = ", ".join(
+            f"{d} {choice[i]} ({self.allowed(d)[choice[i]]})" for i, d in enumerate(DIMS) if d in self.searched_dims
+        )
         where = f"{pos.in_channels}->{pos.out_channels} channels, stride {pos.stride}"
         hints = []
         for i, d in enumerate(DIMS):
@@ -501,7 +503,7 @@ class SearchSpace:
         return max(self.mid_choices(pos))
 
     # --- architectures
-    def arch(self, spec: "str | dict | Arch | Sequence[int]") -> Arch:
+    def arch(self, spec: str | dict | Arch | Sequence[int]) -> Arch:
         """Parse and validate an architecture from its string, JSON dict, op list or ``Arch``."""
         if isinstance(spec, Arch):
             arch = spec
@@ -564,9 +566,7 @@ class SearchSpace:
             what += f"{extra} not searched" if extra else ""
             raise ArchError(f"architecture does not fit space {self.name!r} (searches {list(self.searched_dims)}): {what}")
         if arch.num_blocks != self.num_blocks:
-            raise ArchError(
-                f"architecture has {arch.num_blocks} blocks, space {self.name!r} has {self.num_blocks}"
-            )
+            raise ArchError(f"architecture has {arch.num_blocks} blocks, space {self.name!r} has {self.num_blocks}")
         for dim, vals in zip(arch.dims, arch.values):
             n = self.sizes[DIMS.index(dim)]
             for i, v in enumerate(vals):

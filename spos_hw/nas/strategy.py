@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -93,7 +94,12 @@ class Strategy(ABC):
 
     # --- hyperparameters
     def config(self) -> dict[str, Any]:
-        return {"strategy": self.name, "population": self.population, "generations": self.generations, "max_tries": self.max_tries}
+        return {
+            "strategy": self.name,
+            "population": self.population,
+            "generations": self.generations,
+            "max_tries": self.max_tries,
+        }
 
     # --- cache
     def key(self, row: np.ndarray) -> str:
@@ -163,7 +169,9 @@ class Strategy(ABC):
         taken: dict[str, np.ndarray] = {}
         picked = self._offspring(taken)
         if not picked:
-            log.warning("no new architecture within the budgets could be found: the search stops at generation %d", self.generation)
+            log.warning(
+                "no new architecture within the budgets could be found: the search stops at generation %d", self.generation
+            )
             self.exhausted = True
             return np.zeros((0, self.space.num_blocks, 4), dtype=np.int64), []
         return np.stack([taken[k] for k, _ in picked]), [o for _, o in picked]
@@ -204,7 +212,9 @@ class Strategy(ABC):
             arch = self.space.arch(h["arch"])
             self._index[str(arch)] = len(self.history)
             self._rows.append(arch.to_array())
-            self.history.append({"arch": str(arch), "score": float(h["score"]), "generation": int(h["generation"]), "origin": h["origin"]})
+            self.history.append(
+                {"arch": str(arch), "score": float(h["score"]), "generation": int(h["generation"]), "origin": h["origin"]}
+            )
 
 
 class RandomSearch(Strategy):
@@ -246,7 +256,9 @@ class EvolutionSearch(Strategy):
         self.mutations = _positive_int("mutations", self.population // 2 if mutations is None else mutations, 0)
         self.crossovers = _positive_int("crossovers", self.population // 2 if crossovers is None else crossovers, 0)
         if self.mutations + self.crossovers > self.population:
-            raise SpaceError(f"mutations + crossovers ({self.mutations} + {self.crossovers}) cannot exceed the population ({self.population})")
+            raise SpaceError(
+                f"mutations + crossovers ({self.mutations} + {self.crossovers}) cannot exceed the population ({self.population})"
+            )
         if isinstance(mutation_prob, bool) or not isinstance(mutation_prob, (int, float)) or not 0 < mutation_prob <= 1:
             raise SpaceError(f"mutation_prob must be in (0, 1], got {mutation_prob!r}")
         self.mutation_prob = float(mutation_prob)
@@ -283,11 +295,15 @@ class EvolutionSearch(Strategy):
         parents = self._parents()
         picked = [(k, "mutation") for k in self._collect(lambda n: self.mutate(parents, n), self.mutations, taken)]
         picked += [(k, "crossover") for k in self._collect(lambda n: self.crossover(parents, n), self.crossovers, taken)]
-        picked += [(k, "random") for k in self._random(self.population - len(picked), taken)] if len(picked) < self.population else []
+        picked += (
+            [(k, "random") for k in self._random(self.population - len(picked), taken)] if len(picked) < self.population else []
+        )
         return picked
 
 
-def make_strategy(name: str, space: SearchSpace, budgets: Sequence[Bound], *, rng: np.random.Generator, **options: Any) -> Strategy:
+def make_strategy(
+    name: str, space: SearchSpace, budgets: Sequence[Bound], *, rng: np.random.Generator, **options: Any
+) -> Strategy:
     """``evolution`` or ``random`` with keyword options (unknown ones are an error)."""
     cls = {"evolution": EvolutionSearch, "random": RandomSearch}.get(name)
     if cls is None:

@@ -50,7 +50,9 @@ class Supernet(nn.Module):
         self.stem = Stem(space.stem_plan(), fixed)
         self.blocks = nn.ModuleList(
             nn.ModuleList(
-                build_block(space.block_plan(p, op, space.max_mid(p)), layers) if op in space.allowed_ops(p) else NotAChoice(p.index, space.ops[op])
+                build_block(space.block_plan(p, op, space.max_mid(p)), layers)
+                if op in space.allowed_ops(p)
+                else NotAChoice(p.index, space.ops[op])
                 for op in range(len(space.ops))
             )
             for p in space.positions
@@ -140,7 +142,7 @@ class Supernet(nn.Module):
                         merged[id(p)] = (p, None if mask is None else seen[1] | mask)
         return [(p, m) for p, m in merged.values() if m is not None]
 
-    def materialize(self, arch: Arch, *, copy_weights: bool = True) -> "SubNet":
+    def materialize(self, arch: Arch, *, copy_weights: bool = True) -> SubNet:
         """A standalone network holding only ``arch``'s ops at their exact widths.
 
         With ``copy_weights`` its weights and BN statistics are the supernet's (sliced), so in

@@ -20,7 +20,8 @@ import contextlib
 import inspect
 import logging
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -187,14 +188,18 @@ class Trainer:
             ddp = nn.parallel.DistributedDataParallel
             # BN statistics stay rank-local during training (no broadcast every forward) and are
             # averaged over ranks at each checkpoint; newer torch renamed the switch
-            no_sync_buffers = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters else "broadcast_buffers"
+            no_sync_buffers = (
+                "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters else "broadcast_buffers"
+            )
             self.net = ddp(
                 self.model,
                 device_ids=[self.device.index] if self.cuda else None,
                 find_unused_parameters=self.policy.find_unused_parameters,  # same path on every rank: the rest keeps grad None
                 **{no_sync_buffers: False},
             )
-        self.opt = torch.optim.SGD(param_groups(self.model, config.weight_decay, config.lr), lr=config.lr, momentum=config.momentum)
+        self.opt = torch.optim.SGD(
+            param_groups(self.model, config.weight_decay, config.lr), lr=config.lr, momentum=config.momentum
+        )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, linear_decay(config.steps))
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp) if self.cuda else None
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
@@ -234,8 +239,10 @@ class Trainer:
         if state.get("chunks") != self.chunks:
             log.warning(
                 "resuming with %d BN groups per step (ranks x accum) instead of %d: training continues, "
-                "but not bit-identically to the original run", self.chunks, state.get("chunks"),
-            )  # fmt: skip
+                "but not bit-identically to the original run",
+                self.chunks,
+                state.get("chunks"),
+            )
 
     # --- one step
     def _rank_indices(self, step: int) -> np.ndarray:
@@ -302,7 +309,7 @@ class Trainer:
         until: int,
         *,
         progress: bool = False,
-        on_checkpoint: Callable[["Trainer"], None] | None = None,
+        on_checkpoint: Callable[[Trainer], None] | None = None,
     ) -> None:
         """Train up to step ``until``, logging every ``log_every`` and checkpointing every ``ckpt_every``."""
         from tqdm.auto import tqdm
@@ -333,8 +340,15 @@ class Trainer:
                     t_window, n_window = 0.0, 0
                     bar.set_postfix(loss=f"{p['loss']:.3f}", acc=f"{p['acc']:.3f}", s_step=f"{p['s_per_step']:.3f}")
                     if self.dist.main:
-                        log.info("step %d/%d  loss %.4f  acc %.4f  lr %.4g  %.3f s/step",
-                                 self.step, cfg.steps, p["loss"], p["acc"], p["lr"], p["s_per_step"])  # fmt: skip
+                        log.info(
+                            "step %d/%d  loss %.4f  acc %.4f  lr %.4g  %.3f s/step",
+                            self.step,
+                            cfg.steps,
+                            p["loss"],
+                            p["acc"],
+                            p["lr"],
+                            p["s_per_step"],
+                        )
                 if on_checkpoint and (self.step % cfg.ckpt_every == 0 or self.step == until):
                     on_checkpoint(self)
                     last_ckpt = self.step
@@ -352,4 +366,13 @@ def _fork_rng(dist: Dist):
     return torch.random.fork_rng(devices=[dist.device.index or 0] if dist.device.type == "cuda" else [])
 
 
-__all__ = ["STEP_LR_SCALE", "FixedArchPolicy", "Policy", "SupernetPolicy", "Trainer", "keep_unused_slices", "linear_decay", "param_groups"]
+__all__ = [
+    "STEP_LR_SCALE",
+    "FixedArchPolicy",
+    "Policy",
+    "SupernetPolicy",
+    "Trainer",
+    "keep_unused_slices",
+    "linear_decay",
+    "param_groups",
+]

@@ -9,8 +9,9 @@ this leaf package imports nothing above it.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from spos_hw.errors import SpaceError
 

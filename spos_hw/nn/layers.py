@@ -8,7 +8,7 @@ A layer built at exactly the size it is used at runs unsliced, as a plain conv/B
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,9 @@ class SliceConv2d(nn.Conv2d):
         w = self.own_weight()
         if self.groups > 1 and not self.groups == self.in_channels == self.out_channels:
             if cin != self.in_channels or (out_channels or self.out_channels) != self.out_channels:
-                raise ValueError(f"a grouped conv ({self.in_channels}->{self.out_channels}, groups {self.groups}) cannot be sliced")
+                raise ValueError(
+                    f"a grouped conv ({self.in_channels}->{self.out_channels}, groups {self.groups}) cannot be sliced"
+                )
             return w, self.groups
         if self.groups > 1:
             return (w if cin == self.out_channels else w[:cin]), cin

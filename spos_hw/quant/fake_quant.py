@@ -30,7 +30,6 @@ custom-op dispatcher, whose Python layers cost about 1 ms per forward+backward (
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -66,7 +65,7 @@ def check_bits(bits: int) -> None:
 # ----------------------------------------------------------------------------- validation
 
 
-def _check_args(x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: Optional[int]) -> None:
+def _check_args(x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: int | None) -> None:
     """Static checks (shapes, dtypes, ranges): no device synchronisation."""
     if x.dtype not in DTYPES:
         raise QuantError(f"fake_quant: input dtype {x.dtype} is not supported; use float32, float16 or bfloat16")
@@ -81,10 +80,12 @@ def _check_args(x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int,
     _check_scale_shape(x, scale, axis)
 
 
-def _check_scale_shape(x: Tensor, scale: Tensor, axis: Optional[int]) -> None:
+def _check_scale_shape(x: Tensor, scale: Tensor, axis: int | None) -> None:
     if axis is None:
         if scale.numel() != 1:
-            raise QuantError(f"fake_quant: a per-tensor scale has one element, got shape {list(scale.shape)} (pass axis for per-channel)")
+            raise QuantError(
+                f"fake_quant: a per-tensor scale has one element, got shape {list(scale.shape)} (pass axis for per-channel)"
+            )
         return
     if not -x.dim() <= axis < x.dim():
         raise QuantError(f"fake_quant: axis {axis} is out of range for a {x.dim()}-d input")
@@ -104,14 +105,14 @@ def _check_scale_values(scale: Tensor) -> None:
         raise QuantError(f"fake_quant: scale must be finite and > 0, got {bad}")
 
 
-def _norm_axis(x: Tensor, axis: Optional[int]) -> Optional[int]:
+def _norm_axis(x: Tensor, axis: int | None) -> int | None:
     return None if axis is None else axis % x.dim()
 
 
 # ----------------------------------------------------------------------------- reference
 
 
-def scale_view(scale: Tensor, x: Tensor, axis: Optional[int]) -> Tensor:
+def scale_view(scale: Tensor, x: Tensor, axis: int | None) -> Tensor:
     """The scale shaped to broadcast against ``x`` (per tensor or along ``axis``)."""
     if axis is None:
         return scale.reshape(())
@@ -120,7 +121,7 @@ def scale_view(scale: Tensor, x: Tensor, axis: Optional[int]) -> Tensor:
     return scale.reshape(shape)
 
 
-def _reduce_like_scale(t: Tensor, scale: Tensor, axis: Optional[int]) -> Tensor:
+def _reduce_like_scale(t: Tensor, scale: Tensor, axis: int | None) -> Tensor:
     if axis is None:
         return t.sum().reshape(scale.shape)
     axis = axis % t.dim()
@@ -128,7 +129,7 @@ def _reduce_like_scale(t: Tensor, scale: Tensor, axis: Optional[int]) -> Tensor:
     return (t.sum(dims) if dims else t).reshape(scale.shape)
 
 
-def reference_forward(x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: Optional[int]) -> Tensor:
+def reference_forward(x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: int | None) -> Tensor:
     """The formula in plain torch ops: the definition every kernel is checked against."""
     s = scale_view(scale, x, axis)
     v = x.float() / s
@@ -137,7 +138,7 @@ def reference_forward(x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point
 
 
 def reference_backward(
-    grad: Tensor, x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: Optional[int]
+    grad: Tensor, x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: int | None
 ) -> tuple[Tensor, Tensor]:
     """STE gradient for ``x`` and LSQ gradient for ``scale`` (unscaled)."""
     s = scale_view(scale, x, axis)
@@ -149,12 +150,12 @@ def reference_backward(
     return grad_x, _reduce_like_scale(grad.float() * t, scale, axis)
 
 
-def reference_sign_forward(x: Tensor, scale: Tensor, axis: Optional[int]) -> Tensor:
+def reference_sign_forward(x: Tensor, scale: Tensor, axis: int | None) -> Tensor:
     s = scale_view(scale, x, axis)
     return torch.where(x >= 0, s, -s).to(x.dtype)
 
 
-def reference_sign_backward(grad: Tensor, x: Tensor, scale: Tensor, axis: Optional[int]) -> tuple[Tensor, Tensor]:
+def reference_sign_backward(grad: Tensor, x: Tensor, scale: Tensor, axis: int | None) -> tuple[Tensor, Tensor]:
     s = scale_view(scale, x, axis)
     v = x.float() / s
     inside = (v >= -1.0) & (v <= 1.0)
@@ -166,7 +167,7 @@ def reference_sign_backward(grad: Tensor, x: Tensor, scale: Tensor, axis: Option
 # ----------------------------------------------------------------------------- the ops
 
 
-def run_forward(x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: Optional[int]) -> Tensor:
+def run_forward(x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: int | None) -> Tensor:
     """The forward on ``x``'s device: the fast kernel when there is one, else the reference.
 
     ``axis`` must be normalised (non-negative). Both the custom op's device kernels and the
@@ -180,7 +181,7 @@ def run_forward(x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int,
 
 
 def run_backward(
-    grad: Tensor, x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: Optional[int]
+    grad: Tensor, x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: int | None
 ) -> tuple[Tensor, Tensor]:
     """The backward on ``x``'s device (see ``run_forward``)."""
     dev = x.device.type
@@ -192,7 +193,7 @@ def run_backward(
 
 @torch.library.custom_op("spos_hw::fake_quant", mutates_args=())
 def fake_quant_op(
-    x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: Optional[int], check: bool = True
+    x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: int | None, check: bool = True
 ) -> Tensor:
     """Q/DQ with integer range ``[qmin, qmax]``, kernel by device (see ``run_forward``).
 
@@ -212,7 +213,7 @@ def _fake_quant_fake(x, scale, qmin, qmax, zero_point, axis, check=True):
 
 @torch.library.custom_op("spos_hw::fake_quant_backward", mutates_args=())
 def fake_quant_backward_op(
-    grad: Tensor, x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: Optional[int]
+    grad: Tensor, x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axis: int | None
 ) -> tuple[Tensor, Tensor]:
     """Gradients of ``fake_quant`` for ``x`` (STE) and ``scale`` (LSQ, unscaled)."""
     return run_backward(grad, x, scale, qmin, qmax, zero_point, _norm_axis(x, axis))
@@ -239,7 +240,7 @@ torch.library.register_autograd("spos_hw::fake_quant", _fq_backward, setup_conte
 
 
 @torch.library.custom_op("spos_hw::sign_quant", mutates_args=())
-def sign_quant_op(x: Tensor, scale: Tensor, axis: Optional[int], check: bool = True) -> Tensor:
+def sign_quant_op(x: Tensor, scale: Tensor, axis: int | None, check: bool = True) -> Tensor:
     """Binary sign quantizer ``scale * (x >= 0 ? 1 : -1)``: torch ops on every device (one select)."""
     _check_args(x, scale, -1, 1, 0, axis)
     if check:
@@ -254,7 +255,7 @@ def _sign_quant_fake(x, scale, axis, check=True):
 
 
 @torch.library.custom_op("spos_hw::sign_quant_backward", mutates_args=())
-def sign_quant_backward_op(grad: Tensor, x: Tensor, scale: Tensor, axis: Optional[int]) -> tuple[Tensor, Tensor]:
+def sign_quant_backward_op(grad: Tensor, x: Tensor, scale: Tensor, axis: int | None) -> tuple[Tensor, Tensor]:
     return reference_sign_backward(grad, x, scale, _norm_axis(x, axis))
 
 

@@ -25,7 +25,7 @@ which hold one quantizer per bit width and pick it from ``bits=(w, a)`` at every
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -117,7 +117,7 @@ def _quantizers(bits: Iterable[int], **kw) -> nn.ModuleDict:
 def _pick(quantizers: nn.ModuleDict, bits: int, what: str) -> LsqQuantizer | None:
     if bits == FULL_PRECISION:
         return None
-    q = quantizers[f"b{bits}"] if f"b{bits}" in quantizers else None
+    q = quantizers.get(f"b{bits}", None)
     if q is None:
         have = ", ".join(k[1:] for k in quantizers) or "none"
         raise QuantError(f"this layer has no {bits}-bit {what} quantizer; its {what} bit choices are {have} (or 32)")

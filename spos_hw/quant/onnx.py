@@ -25,7 +25,8 @@ fp16/bf16 inputs are cast to float32 around Q/DQ, as the op computes in fp32.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,7 +68,7 @@ def translation_table(opset: int) -> dict[Callable, Callable]:
 
     op = onnxscript.values.Opset("", opset)
 
-    def const(value: Any, dtype: "ir.DataType") -> Any:
+    def const(value: Any, dtype: ir.DataType) -> Any:
         return op.Constant(value=ir.tensor(np.asarray(value, dtype=dtype.numpy()), dtype=dtype))
 
     def to_float(x):

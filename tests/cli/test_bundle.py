@@ -25,8 +25,13 @@ BARE = (
 
 
 def run_runner(bundle, *args):
-    return subprocess.run([sys.executable, "-c", BARE, str(bundle / RUNNER), *map(str, args)],
-                          capture_output=True, text=True, cwd=bundle, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", BARE, str(bundle / RUNNER), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=bundle,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +90,9 @@ def test_incomplete_or_foreign_measurements_are_refused(bundle, tmp_path, run_cl
     with pytest.raises(ArtifactError, match="incomplete"):
         import_measurements(meas)
     meas.write_text("{}")
-    assert_user_error(run_cli("profile", "--import-measurements", meas, "--out", tmp_path / "x.json"), "not a spos-hw bundle measurements file")
+    assert_user_error(
+        run_cli("profile", "--import-measurements", meas, "--out", tmp_path / "x.json"), "not a spos-hw bundle measurements file"
+    )
 
 
 def test_bundle_folder_is_not_clobbered(bundle, tiny, tmp_path, run_cli):

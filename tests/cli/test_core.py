@@ -83,7 +83,9 @@ def test_help_and_version_do_not_import_torch():
 
 
 def test_console_script_runs():
-    res = subprocess.run([sys.executable, "-m", "spos_hw", "info", "1,2", "--space", "shufflenetv2-small"], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "spos_hw", "info", "1,2", "--space", "shufflenetv2-small"], capture_output=True, text=True
+    )
     assert res.returncode == 2 and res.stderr.startswith("error:") and "Traceback" not in res.stderr
 
 

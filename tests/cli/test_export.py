@@ -31,7 +31,10 @@ def test_cli_bad_inputs_are_one_line_and_leave_no_file(run_cli, tmp_path, tiny10
     corrupt.write_bytes(b"PK\x03\x04 not really a zip")
     cases = [
         (["--checkpoint", ck, "--space", other, "--out", out], "was made for space"),
-        (["--checkpoint", ck, "--space", space_file(tmp_path, tiny10), "--arch", "op=0,0,0;ch=0,0,0", "--out", out], "holds arch"),
+        (
+            ["--checkpoint", ck, "--space", space_file(tmp_path, tiny10), "--arch", "op=0,0,0;ch=0,0,0", "--out", out],
+            "holds arch",
+        ),
         (["--checkpoint", corrupt, "--out", out], "cannot be loaded"),
         (["--checkpoint", tmp_path / "missing.pt", "--out", out], "does not exist"),
         (["--checkpoint", ck, "--out", tmp_path / "nope" / "o.onnx"], "output folder"),

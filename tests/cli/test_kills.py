@@ -26,12 +26,31 @@ SPACE16 = "shufflenetv2-small:size=16"
 def test_retrain_sigkill_then_resume_is_bit_identical(tmp_path):
     steps = 80  # enough that the kill, at most 0.35 s after step 2..10, lands before the last step even on a fast machine
     cfg = dict(space=SPACE, arch=ARCH, data="digits", steps=steps, batch_size=16, threads=1, ckpt_every=2, log_every=3)
-    args = [ARCH, "--space", SPACE, "--data", "digits", "--steps", str(steps), "--batch-size", "16", "--threads", "1",
-            "--ckpt-every", "2", "--log-every", "3"]  # fmt: skip
+    args = [
+        ARCH,
+        "--space",
+        SPACE,
+        "--data",
+        "digits",
+        "--steps",
+        str(steps),
+        "--batch-size",
+        "16",
+        "--threads",
+        "1",
+        "--ckpt-every",
+        "2",
+        "--log-every",
+        "3",
+    ]
     out = tmp_path / "killed.pt"
     at = int(np.random.default_rng(8).integers(2, 10))  # a seeded random kill point
-    kill_during([sys.executable, "-m", "spos_hw", "retrain", *args, "--out", str(out), "--json"],
-                lambda: checkpoint_step(out) >= at, rng=np.random.default_rng(at), env=subprocess_env())  # fmt: skip
+    kill_during(
+        [sys.executable, "-m", "spos_hw", "retrain", *args, "--out", str(out), "--json"],
+        lambda: checkpoint_step(out) >= at,
+        rng=np.random.default_rng(at),
+        env=subprocess_env(),
+    )
     killed = load_checkpoint(out)
     assert at <= killed["step"] < steps and killed["test_accuracy"] is None
     resumed = retrain(RetrainConfig(out=str(out), resume=True, **cfg), progress=False)
@@ -47,12 +66,30 @@ def test_retrain_sigkill_then_resume_is_bit_identical(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
-    args = ["--space", SPACE16, "--data", "digits", "--steps", "40", "--batch-size", "16", "--threads", "1", "--ckpt-every", "2",
-            "--log-every", "5"]  # fmt: skip
+    args = [
+        "--space",
+        SPACE16,
+        "--data",
+        "digits",
+        "--steps",
+        "40",
+        "--batch-size",
+        "16",
+        "--threads",
+        "1",
+        "--ckpt-every",
+        "2",
+        "--log-every",
+        "5",
+    ]
     out = tmp_path / "killed.pt"
     at = int(np.random.default_rng(8).integers(4, 24))  # a seeded random kill point
-    kill_during([sys.executable, "-m", "spos_hw", "train-supernet", *args, "--out", str(out), "--json"],
-                lambda: checkpoint_step(out) >= at, rng=np.random.default_rng(at), env=subprocess_env())  # fmt: skip
+    kill_during(
+        [sys.executable, "-m", "spos_hw", "train-supernet", *args, "--out", str(out), "--json"],
+        lambda: checkpoint_step(out) >= at,
+        rng=np.random.default_rng(at),
+        env=subprocess_env(),
+    )
     killed_at = load_checkpoint(out)["step"]
     assert 4 <= killed_at < 40
     cfg = dict(space=SPACE16, data="digits", steps=40, batch_size=16, threads=1, ckpt_every=2, log_every=5)
@@ -70,8 +107,27 @@ def test_sigkill_then_resume_from_the_cli(tiny_file, tmp_path):
     import sys
 
     out = tmp_path / "lut.json"
-    args = [sys.executable, "-m", "spos_hw", "profile", "--space", str(tiny_file), "--runtime", "torch", "--calibrate", "2",
-            "--rounds", "150", "--repeats", "3", "--warmup", "1", "--out", str(out), "--json"]
+    args = [
+        sys.executable,
+        "-m",
+        "spos_hw",
+        "profile",
+        "--space",
+        str(tiny_file),
+        "--runtime",
+        "torch",
+        "--calibrate",
+        "2",
+        "--rounds",
+        "150",
+        "--repeats",
+        "3",
+        "--warmup",
+        "1",
+        "--out",
+        str(out),
+        "--json",
+    ]
     at = int(np.random.default_rng(8).integers(10, 60))  # a seeded random number of finished turns
     kept = 0
 
@@ -97,22 +153,64 @@ def test_rank_check_sigkill_then_resume_matches_uninterrupted(tmp_path):
     import spos_hw
 
     sup = tmp_path / "s.pt"
-    spos_hw.train_supernet(space=SPACE, data="digits", steps=2, batch_size=16, holdout=0.2, threads=1, out=str(sup), progress=False)
-    flags = ["--archs", "4", "--repeated", "2", "--steps", "30", "--batch-size", "16", "--recal-images", "32", "--holdout", "40",
-             "--threads", "1", "--no-progress"]  # fmt: skip
+    spos_hw.train_supernet(
+        space=SPACE, data="digits", steps=2, batch_size=16, holdout=0.2, threads=1, out=str(sup), progress=False
+    )
+    flags = [
+        "--archs",
+        "4",
+        "--repeated",
+        "2",
+        "--steps",
+        "30",
+        "--batch-size",
+        "16",
+        "--recal-images",
+        "32",
+        "--holdout",
+        "40",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     killed = tmp_path / "killed"
     at = int(np.random.default_rng(3).integers(1, 4))  # finished units before the kill
     ledger = killed / "retrains.json"
-    kill_during([sys.executable, "-m", "spos_hw", "rank-check", str(sup), *flags, "--out", str(killed)],
-                lambda: ledger.is_file() and len(json.loads(ledger.read_text())) >= at, rng=np.random.default_rng(at),
-                env=subprocess_env(), max_delay=0.5)  # fmt: skip
+    kill_during(
+        [sys.executable, "-m", "spos_hw", "rank-check", str(sup), *flags, "--out", str(killed)],
+        lambda: ledger.is_file() and len(json.loads(ledger.read_text())) >= at,
+        rng=np.random.default_rng(at),
+        env=subprocess_env(),
+        max_delay=0.5,
+    )
     done_before = json.loads(ledger.read_text())
     assert at <= len(done_before) < 6
-    resumed = spos_hw.rank_check(supernet=str(sup), out=str(killed), resume=True, progress=False, archs=4, repeated=2, steps=30,
-                                 batch_size=16, recal_images=32, holdout=40, threads=1)  # fmt: skip
+    resumed = spos_hw.rank_check(
+        supernet=str(sup),
+        out=str(killed),
+        resume=True,
+        progress=False,
+        archs=4,
+        repeated=2,
+        steps=30,
+        batch_size=16,
+        recal_images=32,
+        holdout=40,
+        threads=1,
+    )
     assert {k: v["test_accuracy"] for k, v in done_before.items()} == {
         k: v["test_accuracy"] for k, v in json.loads(ledger.read_text()).items() if k in done_before
     }  # finished units were kept, not redone
-    full = spos_hw.rank_check(supernet=str(sup), out=str(tmp_path / "full"), progress=False, archs=4, repeated=2, steps=30,
-                              batch_size=16, recal_images=32, holdout=40, threads=1)  # fmt: skip
+    full = spos_hw.rank_check(
+        supernet=str(sup),
+        out=str(tmp_path / "full"),
+        progress=False,
+        archs=4,
+        repeated=2,
+        steps=30,
+        batch_size=16,
+        recal_images=32,
+        holdout=40,
+        threads=1,
+    )
     assert resumed["table"] == full["table"] and resumed["noise_ceiling"] == full["noise_ceiling"]

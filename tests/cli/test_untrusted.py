@@ -4,6 +4,7 @@ unpickles."""
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import re
 from pathlib import Path
@@ -34,10 +35,9 @@ def evil(request, artifacts, tmp_path):
 def test_the_payload_is_live(evil):
     """Proof the fixture is dangerous: an unsafe load runs the payload (so the tests below can fail)."""
     path, marker = evil
-    try:
+    # the legacy reader unpickles first, then finds no torch magic number
+    with contextlib.suppress(RuntimeError):
         torch.load(path, weights_only=False)
-    except RuntimeError:  # the legacy reader unpickles first, then finds no torch magic number
-        pass
     assert marker.exists()
 
 
@@ -53,8 +53,11 @@ def test_library_loaders_refuse(evil, loader):
     from spos_hw.nas import checkpoint
 
     path, marker = evil
-    fn = {"io.load_checkpoint": io.load_checkpoint, "checkpoint.load_supernet": checkpoint.load_supernet,
-          "checkpoint.load_subnet": checkpoint.load_subnet}[loader]  # fmt: skip
+    fn = {
+        "io.load_checkpoint": io.load_checkpoint,
+        "checkpoint.load_supernet": checkpoint.load_supernet,
+        "checkpoint.load_subnet": checkpoint.load_subnet,
+    }[loader]
     with pytest.raises(ArtifactError, match="refused, not executed") as exc:
         fn(path)
     assert "\n" not in str(exc.value)
@@ -62,8 +65,33 @@ def test_library_loaders_refuse(evil, loader):
 
 
 COMMANDS = {
-    "train-supernet --resume": ["train-supernet", "--space", SPACE, "--data", "digits", "--steps", "1", *TINY, "--out", "{evil}", "--resume"],
-    "retrain --resume": ["retrain", ARCH, "--space", SPACE, "--data", "digits", "--steps", "1", *TINY, "--out", "{evil}", "--resume"],
+    "train-supernet --resume": [
+        "train-supernet",
+        "--space",
+        SPACE,
+        "--data",
+        "digits",
+        "--steps",
+        "1",
+        *TINY,
+        "--out",
+        "{evil}",
+        "--resume",
+    ],
+    "retrain --resume": [
+        "retrain",
+        ARCH,
+        "--space",
+        SPACE,
+        "--data",
+        "digits",
+        "--steps",
+        "1",
+        *TINY,
+        "--out",
+        "{evil}",
+        "--resume",
+    ],
     "search --supernet": ["search", "--supernet", "{evil}", "--flops-m", "1", "--out", "{w}/s", "--no-progress"],
     "export --checkpoint": ["export", "--checkpoint", "{evil}", "--out", "{w}/n.onnx"],
     "rank-check": ["rank-check", "{evil}", "--out", "{w}/r", "--no-progress"],
@@ -89,7 +117,14 @@ def test_nothing_else_unpickles():
         for m in re.finditer(r"torch\.load\((?P<args>[^)]*)\)", text):
             if str(rel) != "spos_hw/io.py" or "weights_only=True" not in m.group("args"):
                 offenders.append(f"{rel}: {m.group(0)}")
-        for pat in (r"^\s*import pickle", r"^\s*from pickle", r"pickle\.loads?\(", r"allow_pickle\s*=\s*True", r"import dill",
-                    r"joblib\.load", r"weights_only\s*=\s*False"):  # fmt: skip
+        for pat in (
+            r"^\s*import pickle",
+            r"^\s*from pickle",
+            r"pickle\.loads?\(",
+            r"allow_pickle\s*=\s*True",
+            r"import dill",
+            r"joblib\.load",
+            r"weights_only\s*=\s*False",
+        ):
             offenders += [f"{rel}: {m.group(0).strip()}" for m in re.finditer(pat, text, re.M)]
     assert not offenders, offenders

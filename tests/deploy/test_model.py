@@ -10,9 +10,9 @@ import onnx
 import pytest
 import torch
 
-from spos_hw.errors import ArtifactMismatch, ConfigError, MissingDependency, VerificationError
 from spos_hw.api import export
 from spos_hw.deploy.verify import check, compare, ort_session
+from spos_hw.errors import ArtifactMismatch, ConfigError, MissingDependency, VerificationError
 from tests.support.files import write_subnet_checkpoint as write_checkpoint
 from tests.support.spaces import make_tiny
 
@@ -124,7 +124,9 @@ def test_trt_without_tensorrt_keeps_the_verified_onnx(tmp_path, ckpt, monkeypatc
 def test_tensorrt_engine_matches_ort(tmp_path, ckpt, precision):
     out = tmp_path / "net.engine"
     cache = tmp_path / "timing.cache"
-    res = export(checkpoint=ckpt[0], format="trt", out=out, precision=precision, dynamic_batch=True, batch_size=4, timing_cache=cache)
+    res = export(
+        checkpoint=ckpt[0], format="trt", out=out, precision=precision, dynamic_batch=True, batch_size=4, timing_cache=cache
+    )
     assert res["trt_verified"] and out.stat().st_size > 0 and cache.is_file()
 
 

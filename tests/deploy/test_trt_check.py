@@ -38,7 +38,9 @@ def test_each_broken_rule_is_reported_with_its_node():
 def test_an_op_between_q_and_dq_and_many_violations_at_once():
     model = qdq_model(act_zp=1, act_type=TensorProto.UINT8)
     g = model.graph
-    g.initializer.extend([helper.make_tensor("lo", TensorProto.UINT8, [], [0]), helper.make_tensor("hi", TensorProto.UINT8, [], [15])])
+    g.initializer.extend(
+        [helper.make_tensor("lo", TensorProto.UINT8, [], [0]), helper.make_tensor("hi", TensorProto.UINT8, [], [15])]
+    )
     clip = helper.make_node("Clip", ["xq", "lo", "hi"], ["xqc"], name="int_clip")
     dq = next(n for n in g.node if n.name == "act_dq")
     dq.input[0] = "xqc"

@@ -57,7 +57,8 @@ def test_composed_subnet_computes_what_the_subnet_computes(tiny):
 
 def test_compose_refuses_multi_output_graphs():
     g = onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["a"], ["b"]), onnx.helper.make_node("Identity", ["a"], ["c"])], "g",
+        [onnx.helper.make_node("Identity", ["a"], ["b"]), onnx.helper.make_node("Identity", ["a"], ["c"])],
+        "g",
         [onnx.helper.make_tensor_value_info("a", 1, [1])],
         [onnx.helper.make_tensor_value_info("b", 1, [1]), onnx.helper.make_tensor_value_info("c", 1, [1])],
     )
@@ -90,8 +91,15 @@ def test_skip_blocks_export_extract_and_compose(tmp_path):
     from spos_hw.nas.space import Stage
     from spos_hw.nas.spaces.mbconv import MBConvSpace
 
-    space = MBConvSpace(name="tinymb", input_shape=(1, 16, 16), num_classes=4, ops=("k3_e1_g2", "k5_e3", "skip"),
-                        stem_channels=8, stages=(Stage(2, 8, 1), Stage(2, 16)), head_channels=16)  # fmt: skip
+    space = MBConvSpace(
+        name="tinymb",
+        input_shape=(1, 16, 16),
+        num_classes=4,
+        ops=("k3_e1_g2", "k5_e3", "skip"),
+        stem_channels=8,
+        stages=(Stage(2, 8, 1), Stage(2, 16)),
+        head_channels=16,
+    )
     units = block_units(space, 1)
     skips = [u for u in units if "/skip/" in u.key]
     assert len(skips) == 2 and len(units) == 3 + 2 + 3  # blocks 0 and 1 are identical; block 2 (8->16) has no skip

@@ -116,8 +116,6 @@ def test_ort_table_records_onnx_export(ort_lut):
     assert all(v["min"] > 0 and v["n"] == FAST.samples for v in d["entries"].values())
 
 
-
-
 def test_table_reports_the_random_arch_spread_beside_its_noise_floor(ort_lut):
     from spos_hw.latency.predictor import describe_table
     from spos_hw.latency.profile import split_half_noise

@@ -18,7 +18,18 @@ def test_table_roundtrip_and_schema(ort_lut, tiny):
     table = load_table(ort_lut, tiny, batch_size=1)
     d = json.loads(ort_lut.read_text())
     assert d["schema"] == "spos-hw/latency-table" and d["version"] == 1
-    for key in ("space", "input_shape", "batch_size", "runtime", "libraries", "protocol", "created", "entries", "fixed", "calibration"):
+    for key in (
+        "space",
+        "input_shape",
+        "batch_size",
+        "runtime",
+        "libraries",
+        "protocol",
+        "created",
+        "entries",
+        "fixed",
+        "calibration",
+    ):
         assert key in d, key
     assert d["space"]["fingerprint"] == tiny.fingerprint and d["space"]["spec"] == json.loads(json.dumps(tiny.to_json()))
     assert d["runtime"]["name"] == "onnxruntime" and d["runtime"]["threads"] == 1 and d["runtime"]["version"]
@@ -53,8 +64,14 @@ def test_mismatched_table_is_refused(ort_lut, other, batch, needle):
         load_table(ort_lut, other, batch_size=batch)
 
 
-@pytest.mark.parametrize("text, needle", [("{", "not valid JSON"), ("[]", "not a spos-hw latency table"),
-                                          ('{"schema": "spos-hw/latency-table", "version": 99}', "version 99")])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("{", "not valid JSON"),
+        ("[]", "not a spos-hw latency table"),
+        ('{"schema": "spos-hw/latency-table", "version": 99}', "version 99"),
+    ],
+)
 def test_bad_table_files(tmp_path, text, needle):
     path = tmp_path / "bad.json"
     path.write_text(text)

@@ -24,4 +24,3 @@ def test_grouped_block_shuffles_channels_and_residual_is_added():
             y = unit(y)
             y = channel_shuffle(y, 2) if i == 0 else y
         torch.testing.assert_close(block(x), y + x)
-

@@ -112,7 +112,10 @@ def test_image_folder_train_only_carves_a_test_split(tmp_path):
         (lambda p: None, "does not exist"),
         (lambda p: p.mkdir(), "Couldn't find any class folder"),
         (lambda p: (p / "train" / "a").mkdir(parents=True), "Found no valid file"),
-        (lambda p: _png_tree(p, splits=("train",)) or (p / "train" / "cat" / "0.png").write_bytes(b"not a png"), "cannot read image"),
+        (
+            lambda p: _png_tree(p, splits=("train",)) or (p / "train" / "cat" / "0.png").write_bytes(b"not a png"),
+            "cannot read image",
+        ),
     ],
     ids=["missing", "empty", "no-images", "unreadable"],
 )

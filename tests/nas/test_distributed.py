@@ -11,12 +11,11 @@ import pytest
 import torch
 
 from spos_hw.nas.costs import Bound
-from spos_hw.nas.strategy import EvolutionSearch
 from spos_hw.nas.recalibrate import ScoringData, SupernetScorer
 from spos_hw.nas.search import run_search
 from spos_hw.nas.spaces import get_space
+from spos_hw.nas.strategy import EvolutionSearch
 from spos_hw.nas.supernet import Supernet
-
 
 SPACE_NAME = "shufflenetv2-small:size=8"
 QUANT_SPACE = "shufflenetv2-small-w48a8:size=8"  # per-tensor activation quantizers, never initialised

@@ -22,40 +22,100 @@ timm = pytest.importorskip("timm")
 
 # timm's arch defs, block by block, in our candidate indices (a skip where timm's stage is shorter)
 FBNET = {n: i for i, n in enumerate(FBNET_OPS)}
-FBNET_C = [FBNET[o] for o in (
-    "k3_e1",
-    "k3_e6", "k3_e1", "k3_e1", "skip",
-    "k5_e6", "k5_e3", "k5_e6", "k3_e6",
-    "k5_e6", "k5_e3", "k5_e6", "k5_e6",
-    "k5_e6", "k5_e6", "k5_e6", "k5_e3",
-    "k5_e6", "k5_e6", "k5_e6", "k5_e6",
-    "k3_e6",
-)]  # fmt: skip
+FBNET_C = [
+    FBNET[o]
+    for o in (
+        "k3_e1",
+        "k3_e6",
+        "k3_e1",
+        "k3_e1",
+        "skip",
+        "k5_e6",
+        "k5_e3",
+        "k5_e6",
+        "k3_e6",
+        "k5_e6",
+        "k5_e3",
+        "k5_e6",
+        "k5_e6",
+        "k5_e6",
+        "k5_e6",
+        "k5_e6",
+        "k5_e3",
+        "k5_e6",
+        "k5_e6",
+        "k5_e6",
+        "k5_e6",
+        "k3_e6",
+    )
+]
 PX = {n: i for i, n in enumerate(get_space("proxylessnas-imagenet").ops)}
-MNASNET_B1 = [PX[o] for o in (
-    "k3_e3", "k3_e3", "k3_e3", "skip",
-    "k5_e3", "k5_e3", "k5_e3", "skip",
-    "k5_e6", "k5_e6", "k5_e6", "skip",
-    "k3_e6", "k3_e6", "skip", "skip",
-    "k5_e6", "k5_e6", "k5_e6", "k5_e6",
-    "k3_e6",
-)]  # fmt: skip
-SPNASNET = [PX[o] for o in (
-    "k3_e3", "k3_e3", "k3_e3", "skip",
-    "k5_e6", "k3_e3", "k3_e3", "k3_e3",
-    "k5_e6", "k3_e3", "k3_e3", "k3_e3",
-    "k5_e6", "k5_e3", "k5_e3", "k5_e3",
-    "k5_e6", "k5_e6", "k5_e6", "k5_e6",
-    "k3_e6",
-)]  # fmt: skip
+MNASNET_B1 = [
+    PX[o]
+    for o in (
+        "k3_e3",
+        "k3_e3",
+        "k3_e3",
+        "skip",
+        "k5_e3",
+        "k5_e3",
+        "k5_e3",
+        "skip",
+        "k5_e6",
+        "k5_e6",
+        "k5_e6",
+        "skip",
+        "k3_e6",
+        "k3_e6",
+        "skip",
+        "skip",
+        "k5_e6",
+        "k5_e6",
+        "k5_e6",
+        "k5_e6",
+        "k3_e6",
+    )
+]
+SPNASNET = [
+    PX[o]
+    for o in (
+        "k3_e3",
+        "k3_e3",
+        "k3_e3",
+        "skip",
+        "k5_e6",
+        "k3_e3",
+        "k3_e3",
+        "k3_e3",
+        "k5_e6",
+        "k3_e3",
+        "k3_e3",
+        "k3_e3",
+        "k5_e6",
+        "k5_e3",
+        "k5_e3",
+        "k5_e3",
+        "k5_e6",
+        "k5_e6",
+        "k5_e6",
+        "k5_e6",
+        "k3_e6",
+    )
+]
 
 
 def mobilenetv2_space() -> MBConvSpace:
     """MobileNetV2's macro-architecture (it does not fit ProxylessNAS's widths: 32/64/160 vs 40/80/192)."""
     return MBConvSpace(
-        name="mobilenetv2", input_shape=(3, 224, 224), num_classes=1000, ops=("k3_e6",), stem_channels=32, first_block=16,
-        stages=(Stage(2, 24), Stage(3, 32), Stage(4, 64), Stage(3, 96, 1), Stage(3, 160), Stage(1, 320, 1)), head_channels=1280,
-    )  # fmt: skip
+        name="mobilenetv2",
+        input_shape=(3, 224, 224),
+        num_classes=1000,
+        ops=("k3_e6",),
+        stem_channels=32,
+        first_block=16,
+        stages=(Stage(2, 24), Stage(3, 32), Stage(4, 64), Stage(3, 96, 1), Stage(3, 160), Stage(1, 320, 1)),
+        head_channels=1280,
+    )
 
 
 def _count(model, shape) -> tuple[int, int]:
@@ -115,14 +175,24 @@ def test_se_hswish_block_matches_timm_inverted_residual():
     from timm.models._efficientnet_blocks import InvertedResidual, SqueezeExcite
     from timm.models._efficientnet_builder import round_channels
 
-    space = MBConvSpace(name="v3", input_shape=(3, 32, 32), num_classes=10, ops=("k5_e6_se_hs", "k3_e3_se"),
-                        stem_channels=24, stem_stride=1, stages=(Stage(2, 40),), head_channels=64)  # fmt: skip
+    space = MBConvSpace(
+        name="v3",
+        input_shape=(3, 32, 32),
+        num_classes=10,
+        ops=("k5_e6_se_hs", "k3_e3_se"),
+        stem_channels=24,
+        stem_stride=1,
+        stages=(Stage(2, 40),),
+        head_channels=64,
+    )
     se = partial(SqueezeExcite, gate_layer="hard_sigmoid", rd_round_fn=round_channels)
     for pos in space.positions:
         for op, (k, e, act) in enumerate([(5, 6, torch.nn.Hardswish), (3, 3, torch.nn.ReLU)]):
             plan = space.block_plan(pos, op, 0)
             with torch.device("meta"):
-                block = InvertedResidual(pos.in_channels, pos.out_channels, k, pos.stride, exp_ratio=e, act_layer=act, se_layer=se).eval()
+                block = InvertedResidual(
+                    pos.in_channels, pos.out_channels, k, pos.stride, exp_ratio=e, act_layer=act, se_layer=se
+                ).eval()
                 assert _count(block, (1, pos.in_channels, *pos.in_hw)) == (plan.macs, plan.params())
 
 
@@ -135,11 +205,26 @@ def test_candidate_names():
             parse_op(bad)
     assert [make_divisible(v) for v in (16, 21.6, 43.2, 54, 129.6)] == [16, 24, 40, 56, 128]
     with pytest.raises(SpaceError, match="divisible by 2"):
-        MBConvSpace(name="x", input_shape=(1, 8, 8), num_classes=2, ops=("k3_e1_g2",), stem_channels=3, stem_stride=1,
-                    stages=(Stage(1, 4, 1),), head_channels=4)  # fmt: skip
+        MBConvSpace(
+            name="x",
+            input_shape=(1, 8, 8),
+            num_classes=2,
+            ops=("k3_e1_g2",),
+            stem_channels=3,
+            stem_stride=1,
+            stages=(Stage(1, 4, 1),),
+            head_channels=4,
+        )
     with pytest.raises(SpaceError, match="channel_scales"):
-        MBConvSpace(name="x", input_shape=(1, 8, 8), num_classes=2, ops=("k3_e1",), channel_scales=(0.5, 1.0),
-                    stages=(Stage(1, 4, 1),), head_channels=4)  # fmt: skip
+        MBConvSpace(
+            name="x",
+            input_shape=(1, 8, 8),
+            num_classes=2,
+            ops=("k3_e1",),
+            channel_scales=(0.5, 1.0),
+            stages=(Stage(1, 4, 1),),
+            head_channels=4,
+        )
 
 
 # ----------------------------------------------------------------------------- skip and the choice mask
@@ -165,15 +250,21 @@ def test_quantized_skip_has_only_its_first_bit_index():
     mask = space.choice_mask()
     assert mask[0, 8, 0, 0, 0] and not mask[0, 8, 0, 1, 0] and mask[0, :8].all()
     assert space.size == 17**16 * 16**6
-    with pytest.raises(ArchError, match=r"block 0 \(8->8 channels, stride 1\): op 8 \(skip\), w 1 \(8\) is not allowed: skip has no layers.*allowed w here: 0=4"):
+    with pytest.raises(
+        ArchError,
+        match=r"block 0 \(8->8 channels, stride 1\): op 8 \(skip\), w 1 \(8\) is not allowed: skip has no layers.*allowed w here: 0=4",
+    ):
         space.arch("op=" + ",".join(["8"] + ["0"] * 21) + ";w=" + ",".join(["1"] + ["0"] * 21))
 
 
 @pytest.mark.parametrize(
     "ops, needle",
     [
-        ([0, 8] + [0] * 20, r"block 1 \(8->16 channels, stride 1\): op 8 \(skip\) is not allowed: skip is the identity, so it cannot "
-                            r"change width or stride; allowed op here: 0=k3_e1, 1=k3_e1_g2, .*, 7=k5_e6$"),
+        (
+            [0, 8] + [0] * 20,
+            r"block 1 \(8->16 channels, stride 1\): op 8 \(skip\) is not allowed: skip is the identity, so it cannot "
+            r"change width or stride; allowed op here: 0=k3_e1, 1=k3_e1_g2, .*, 7=k5_e6$",
+        ),
         ([0, 9] + [0] * 20, r"block 1: op index 9 is out of range; allowed 0=k3_e1, .*, 7=k5_e6$"),
         ([0, 0, 9] + [0] * 19, r"block 2: op index 9 is out of range; allowed 0=k3_e1, .*, 8=skip$"),
     ],

@@ -42,8 +42,17 @@ def test_config_validation():
 def supernets(tmp_path_factory):
     d = tmp_path_factory.mktemp("rank")
     for name, seed in (("a", 0), ("b", 1), ("c", 2)):
-        spos_hw.train_supernet(space=SPACE, data="digits", steps=2, batch_size=16, holdout=0.2, threads=1, seed=seed,
-                               out=str(d / f"{name}.pt"), progress=False)  # fmt: skip
+        spos_hw.train_supernet(
+            space=SPACE,
+            data="digits",
+            steps=2,
+            batch_size=16,
+            holdout=0.2,
+            threads=1,
+            seed=seed,
+            out=str(d / f"{name}.pt"),
+            progress=False,
+        )
     return d
 
 
@@ -74,12 +83,34 @@ def test_rank_check_end_to_end_resume_and_reuse(supernets, tmp_path, monkeypatch
         spos_hw.rank_check(supernet=str(supernets / "a.pt"), out=str(out), resume=True, progress=False, **(TINY | {"archs": 5}))
 
     # a search of that supernet carries the check's figure
-    res = spos_hw.search(supernet=str(supernets / "a.pt"), budgets={"flops": 0.35}, population=4, generations=1, recal_images=32,
-                         holdout=40, out=str(tmp_path / "s"), threads=1, progress=False)  # fmt: skip
-    assert res["rank_check"]["n"] == 4 and res["rank_check"]["tau"] == r["by_accuracy"]["tau"] and res["score_distribution"]["n"] == 4
+    res = spos_hw.search(
+        supernet=str(supernets / "a.pt"),
+        budgets={"flops": 0.35},
+        population=4,
+        generations=1,
+        recal_images=32,
+        holdout=40,
+        out=str(tmp_path / "s"),
+        threads=1,
+        progress=False,
+    )
+    assert (
+        res["rank_check"]["n"] == 4
+        and res["rank_check"]["tau"] == r["by_accuracy"]["tau"]
+        and res["score_distribution"]["n"] == 4
+    )
 
 
 def test_search_without_a_rank_check_says_so(supernets, tmp_path):
-    res = spos_hw.search(supernet=str(supernets / "c.pt"), budgets={"flops": 0.35}, population=4, generations=1, recal_images=32,
-                         holdout=40, out=str(tmp_path / "s"), threads=1, progress=False)  # fmt: skip
+    res = spos_hw.search(
+        supernet=str(supernets / "c.pt"),
+        budgets={"flops": 0.35},
+        population=4,
+        generations=1,
+        recal_images=32,
+        holdout=40,
+        out=str(tmp_path / "s"),
+        threads=1,
+        progress=False,
+    )
     assert res["rank_check"] is None and res["score_distribution"]["max"] <= 1.0

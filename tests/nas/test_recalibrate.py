@@ -157,8 +157,16 @@ def test_held_out_subset_keeps_the_class_mix_of_a_class_sorted_folder(tmp_path):
             pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
             Image.fromarray(pixels, "L").save(tmp_path / "tree" / "train" / f"class{c}" / f"{i}.png")
     space = "shufflenetv2-small:classes=5,size=8"
-    spos_hw.train_supernet(space=space, data=str(tmp_path / "tree"), steps=1, batch_size=16, holdout=50, threads=1,
-                           out=str(tmp_path / "s.pt"), progress=False)  # fmt: skip
+    spos_hw.train_supernet(
+        space=space,
+        data=str(tmp_path / "tree"),
+        steps=1,
+        batch_size=16,
+        holdout=50,
+        threads=1,
+        out=str(tmp_path / "s.pt"),
+        progress=False,
+    )
     net, ckpt = load_supernet(tmp_path / "s.pt")
     data, split = data_for_checkpoint(ckpt, net.space)
     labels = data.train.labels

@@ -57,7 +57,9 @@ def test_resume_refuses_other_config_or_space(tmp_path):
     with pytest.raises(ArtifactMismatch, match="was made for space"):
         train_supernet(SupernetConfig(space=SPACE_CH, out=out, steps=2, resume=True, **FAST), progress=False)
     # --resume with nothing to resume starts a new run
-    fresh = train_supernet(SupernetConfig(space=SPACE, out=str(tmp_path / "new.pt"), steps=1, resume=True, **FAST), progress=False)
+    fresh = train_supernet(
+        SupernetConfig(space=SPACE, out=str(tmp_path / "new.pt"), steps=1, resume=True, **FAST), progress=False
+    )
     assert fresh["finished"]
 
 
@@ -65,8 +67,22 @@ def test_supernet_checkpoint_loads_for_search(tmp_path):
     out = tmp_path / "s.pt"
     train_supernet(SupernetConfig(space=SPACE, out=str(out), steps=2, holdout=100, **FAST), progress=False)
     ckpt = torch.load(out, weights_only=True)  # plain tensors and values only
-    for key in ("kind", "space", "fingerprint", "config", "model", "optimizer", "scheduler", "sampler", "step",
-                "epoch", "position", "curve", "data", "versions"):  # fmt: skip
+    for key in (
+        "kind",
+        "space",
+        "fingerprint",
+        "config",
+        "model",
+        "optimizer",
+        "scheduler",
+        "sampler",
+        "step",
+        "epoch",
+        "position",
+        "curve",
+        "data",
+        "versions",
+    ):
         assert key in ckpt, key
     net, ckpt = load_supernet(out, get_space(SPACE))
     assert isinstance(net, Supernet) and ckpt["data"]["mean"] and ckpt["data"]["classes"][0] == "0"
@@ -81,7 +97,9 @@ def test_retrain_reports_test_accuracy_and_exportable_checkpoint(tmp_path):
     space = get_space(SPACE)
     arch = ",".join(["0"] * space.num_blocks)
     out = tmp_path / "m.pt"
-    r = retrain(RetrainConfig(space=SPACE, arch=arch, out=str(out), steps=60, lr=0.1, **(FAST | {"batch_size": 32})), progress=False)
+    r = retrain(
+        RetrainConfig(space=SPACE, arch=arch, out=str(out), steps=60, lr=0.1, **(FAST | {"batch_size": 32})), progress=False
+    )
     assert r["finished"] and r["test_images"] == 360 and 0.5 < r["test_accuracy"] <= 1.0  # chance is 0.1
     net, ckpt = load_subnet(out)
     assert ckpt["kind"] == "subnet" and ckpt["arch"] == arch and ckpt["classes"] == list("0123456789")
@@ -119,7 +137,17 @@ def test_ddp_gloo_two_ranks_match_single_process(tmp_path):
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     steps = 4
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker), str(tmp_path), str(steps), SPACE]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(worker),
+        str(tmp_path),
+        str(steps),
+        SPACE,
+    ]
     done = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     r0, r1 = torch.load(tmp_path / "rank0.pt", weights_only=True), torch.load(tmp_path / "rank1.pt", weights_only=True)
@@ -127,8 +155,17 @@ def test_ddp_gloo_two_ranks_match_single_process(tmp_path):
     assert_states_equal(r0["model"], r1["model"])  # replicas identical, BN statistics included (averaged)
     ddp = load_checkpoint(tmp_path / "ddp.pt")
     assert ddp["chunks"] == 2
-    single = SupernetConfig(space=SPACE, data="digits", steps=steps, batch_size=32, threads=1, lr=0.1, accum=2,
-                            out=str(tmp_path / "single.pt"), ckpt_every=steps)  # fmt: skip
+    single = SupernetConfig(
+        space=SPACE,
+        data="digits",
+        steps=steps,
+        batch_size=32,
+        threads=1,
+        lr=0.1,
+        accum=2,
+        out=str(tmp_path / "single.pt"),
+        ckpt_every=steps,
+    )
     train_supernet(single, progress=False)
     one = load_checkpoint(tmp_path / "single.pt")
     assert one["sampler"] == ddp["sampler"]
@@ -155,12 +192,16 @@ def test_retrain_from_the_supernet_starts_where_search_scored(tmp_path):
     sub = recalibrated_subnet(net, arch, batches).eval()
     x = data.prepare(data.test.fetch(np.arange(32)))
     net2, _ = load_supernet(sup)
-    scorer = SupernetScorer(net2, ScoringData.build(batches, [(x, torch.zeros(32, dtype=torch.long))], channels_last=False), channels_last=False)
+    scorer = SupernetScorer(
+        net2, ScoringData.build(batches, [(x, torch.zeros(32, dtype=torch.long))], channels_last=False), channels_last=False
+    )
     scorer.recalibrate(arch.to_array())
     with torch.no_grad():
         torch.testing.assert_close(sub(x), scorer.net(x, arch.to_array()), rtol=1e-5, atol=1e-5)
 
-    common = dict(space=SPACE, arch=str(arch), steps=4, lr=0.05, log_every=1, **{k: v for k, v in FAST.items() if k != "log_every"})
+    common = dict(
+        space=SPACE, arch=str(arch), steps=4, lr=0.05, log_every=1, **{k: v for k, v in FAST.items() if k != "log_every"}
+    )
     tuned = retrain(RetrainConfig(out=str(tmp_path / "t.pt"), init="supernet", supernet=str(sup), **common), progress=False)
     scratch = retrain(RetrainConfig(out=str(tmp_path / "r.pt"), **common), progress=False)
     first = lambda p: load_checkpoint(p)["curve"][0]["loss"]  # noqa: E731

@@ -28,9 +28,14 @@ def small():
 def tiny():
     """4 blocks x 4 ops = 256 architectures: small enough to enumerate."""
     return ShuffleNetV2Space(
-        name="tiny", input_shape=(1, 16, 16), num_classes=10, ops=OPS, stem_channels=8,
-        stages=(Stage(2, 16), Stage(2, 32)), head_channels=0,
-    )  # fmt: skip
+        name="tiny",
+        input_shape=(1, 16, 16),
+        num_classes=10,
+        ops=OPS,
+        stem_channels=8,
+        stages=(Stage(2, 16), Stage(2, 32)),
+        head_channels=0,
+    )
 
 
 class OpaqueCost:
@@ -118,7 +123,10 @@ def test_exact_marginals_match_rejection(small):
     assert min(pvals) > 1e-3 / small.num_blocks  # Bonferroni over blocks
     # the test has power: the bin's marginals are far from the unconstrained ones
     uniform = small.sample(np.random.default_rng(0), 3000)
-    worst = min(chi2_contingency(np.stack([np.bincount(exact[:, b, 0], minlength=4), np.bincount(uniform[:, b, 0], minlength=4)])).pvalue for b in range(small.num_blocks))
+    worst = min(
+        chi2_contingency(np.stack([np.bincount(exact[:, b, 0], minlength=4), np.bincount(uniform[:, b, 0], minlength=4)])).pvalue
+        for b in range(small.num_blocks)
+    )
     assert worst < 1e-9
 
 
@@ -154,7 +162,10 @@ def test_several_constraints_and_opaque_models(small):
 def test_constrained_state_resumes_and_channel_space(small):
     space = get_space("shufflenetv2-small-ch")
     lo, hi = space.flops.bounds()
-    mk = lambda seed: ConstrainedSampler(space, [Bound(space.flops, lo + 0.2 * (hi - lo), hi)], rng=np.random.default_rng(seed))
+
+    def mk(seed):
+        return ConstrainedSampler(space, [Bound(space.flops, lo + 0.2 * (hi - lo), hi)], rng=np.random.default_rng(seed))
+
     a = mk(8)
     a.sample(3)
     state = _roundtrip(a.state_dict())
@@ -213,8 +224,10 @@ def test_bins_empty_under_every_constraint_are_left_out_before_training(small):
     rows = s.sample(300)  # every bin drawn from is feasible: no Infeasible in the middle of a run
     assert cheap.admits(rows).all() and (small.flops.cost(rows) >= lo).all()
     again = ConstrainedSampler(small, [Bound(small.flops, lo, hi), cheap], rng=np.random.default_rng(3), bins=7)
-    np.testing.assert_array_equal(again.sample(5), ConstrainedSampler(small, [Bound(small.flops, lo, hi), cheap],
-                                                                      rng=np.random.default_rng(3), bins=7).sample(5))  # fmt: skip
+    np.testing.assert_array_equal(
+        again.sample(5),
+        ConstrainedSampler(small, [Bound(small.flops, lo, hi), cheap], rng=np.random.default_rng(3), bins=7).sample(5),
+    )
     with pytest.raises(Infeasible, match="at once"):
         ConstrainedSampler(small, [Bound(small.flops, lo + 0.9 * (hi - lo), hi), cheap], rng=np.random.default_rng(0), bins=3)
 
@@ -223,9 +236,15 @@ def test_exact_is_uniform_within_a_bin_over_ops_and_channels():
     """Goodness of fit over every (op, channel) architecture of a bin, with draws enough to catch a
     10% bias (checked: the same number of draws from a 10%-biased distribution is rejected)."""
     space = ShuffleNetV2Space(
-        name="tiny-ch", input_shape=(1, 16, 16), num_classes=10, ops=("shuffle3x3", "shuffle7x7"), channel_scales=(0.5, 1.0),
-        stem_channels=8, stages=(Stage(2, 16), Stage(2, 32)), head_channels=0,
-    )  # fmt: skip
+        name="tiny-ch",
+        input_shape=(1, 16, 16),
+        num_classes=10,
+        ops=("shuffle3x3", "shuffle7x7"),
+        channel_scales=(0.5, 1.0),
+        stem_channels=8,
+        stages=(Stage(2, 16), Stage(2, 32)),
+        head_channels=0,
+    )
     choices = list(itertools.product(range(2), range(2)))  # (op, ch) per block
     allb = np.zeros((len(choices) ** space.num_blocks, space.num_blocks, 4), dtype=np.int64)
     for i, combo in enumerate(itertools.product(choices, repeat=space.num_blocks)):

@@ -9,10 +9,10 @@ import pytest
 
 from spos_hw.errors import ArtifactMismatch, Infeasible, OutputError, SpaceError
 from spos_hw.nas.costs import Bound, admits_all
-from spos_hw.nas.strategy import EvolutionSearch, RandomSearch
 from spos_hw.nas.pareto import pareto_front
 from spos_hw.nas.search import report_search, run_search
 from spos_hw.nas.spaces import get_space
+from spos_hw.nas.strategy import EvolutionSearch, RandomSearch
 
 SPACE = get_space("shufflenetv2-small")
 COSTS = {"flops": SPACE.flops, "params": SPACE.params, "bitops": SPACE.bitops}
@@ -102,7 +102,9 @@ def test_resume_after_crash_matches_uninterrupted_and_loses_no_work(tmp_path):
 
     resumed = run_search(strategy(seed=3), counting, costs=COSTS, out=tmp_path / "cut", meta=META, resume=True, plots=False)
     assert len(calls) - 1 + len(later) == full.evaluated  # nothing scored twice
-    assert [(e["arch"], e["score"], e["origin"]) for e in resumed.entries] == [(e["arch"], e["score"], e["origin"]) for e in full.entries]
+    assert [(e["arch"], e["score"], e["origin"]) for e in resumed.entries] == [
+        (e["arch"], e["score"], e["origin"]) for e in full.entries
+    ]
     a = json.loads((tmp_path / "full" / "result.json").read_text())
     b = json.loads((tmp_path / "cut" / "result.json").read_text())
     assert a["arch"] == b["arch"] and a["accuracy"] == b["accuracy"]
@@ -114,7 +116,15 @@ def test_resume_refuses_another_config_and_overwrite_replaces(tmp_path):
         run_search(strategy(), score, costs=COSTS, out=tmp_path, meta=META)
     with pytest.raises(ArtifactMismatch, match="seed=0"):
         run_search(strategy(), score, costs=COSTS, out=tmp_path, meta={"config": {"seed": 1, "what": "toy"}}, resume=True)
-    res = run_search(strategy(seed=9, cls=RandomSearch, population=7, generations=2), score, costs=COSTS, out=tmp_path, meta=META, overwrite=True, plots=False)
+    res = run_search(
+        strategy(seed=9, cls=RandomSearch, population=7, generations=2),
+        score,
+        costs=COSTS,
+        out=tmp_path,
+        meta=META,
+        overwrite=True,
+        plots=False,
+    )
     assert json.loads((tmp_path / "result.json").read_text())["evaluated"] == res.evaluated == 14
 
 
@@ -150,5 +160,7 @@ def test_report_repicks_for_other_budgets_without_scoring(tmp_path):
 def test_resume_with_more_generations_extends_exactly(tmp_path):
     long = run_search(strategy(seed=4, generations=5), score, costs=COSTS, out=tmp_path / "long", meta=META, plots=False)
     run_search(strategy(seed=4, generations=2), score, costs=COSTS, out=tmp_path / "short", meta=META, plots=False)
-    more = run_search(strategy(seed=4, generations=5), score, costs=COSTS, out=tmp_path / "short", meta=META, resume=True, plots=False)
+    more = run_search(
+        strategy(seed=4, generations=5), score, costs=COSTS, out=tmp_path / "short", meta=META, resume=True, plots=False
+    )
     assert more.entries == long.entries and more.best == long.best

@@ -80,8 +80,17 @@ def test_crop_region_centres_kernels_only():
         crop_region((4, 1, 3, 3), (4, 1, 5, 5))
 
 
-@pytest.mark.parametrize("name", ["shufflenetv2-small", "shufflenetv2-small-ch", "shufflenetv2-small-w48a8", "shufflenetv2-small-ch:size=16",
-                                  "fbnet-small", "proxylessnas-small"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "shufflenetv2-small",
+        "shufflenetv2-small-ch",
+        "shufflenetv2-small-w48a8",
+        "shufflenetv2-small-ch:size=16",
+        "fbnet-small",
+        "proxylessnas-small",
+    ],
+)
 def test_entangled_materialize_is_exact(name):
     space = get_space(name)
     torch.manual_seed(0)
@@ -121,7 +130,10 @@ def _trainer(data, rows, **cfg):
     space = get_space(SPACE)
     torch.manual_seed(0)
     net = Supernet(space, sharing="entangled")
-    config = resolve(TrainConfig(space=SPACE, data="digits", out="-", steps=100, batch_size=16, lr=0.5, weight_decay=1e-3, **cfg), len(data.train))
+    config = resolve(
+        TrainConfig(space=SPACE, data="digits", out="-", steps=100, batch_size=16, lr=0.5, weight_decay=1e-3, **cfg),
+        len(data.train),
+    )
     order = BatchOrder(np.arange(len(data.train)), 16, 0)
     return Trainer(net, SupernetPolicy(net, Replay(rows)), data=data, order=order, config=config, dist=Dist()), net
 
@@ -145,7 +157,10 @@ def test_kernel_ring_outside_the_sampled_crop_does_not_move(digits16):
 
 def test_checkpoint_records_sharing_and_old_ones_are_independent(tmp_path):
     out = tmp_path / "sn.pt"
-    r = train_supernet(SupernetConfig(space=SPACE, data="digits", steps=2, batch_size=16, threads=1, out=str(out), sharing="entangled"), progress=False)
+    r = train_supernet(
+        SupernetConfig(space=SPACE, data="digits", steps=2, batch_size=16, threads=1, out=str(out), sharing="entangled"),
+        progress=False,
+    )
     assert r["sharing"] == "entangled"
     net, ckpt = load_supernet(out)
     assert net.sharing == "entangled" and ckpt["sharing"] == "entangled" and ckpt["config"]["sharing"] == "entangled"
@@ -172,7 +187,14 @@ def test_quantized_entangled_supernet_trains_and_materializes():
     net = Supernet(space, sharing="entangled")
     config = resolve(TrainConfig(space=name, data="digits", out="-", steps=10, batch_size=16, lr=0.1), len(data.train))
     sampler = UniformSampler(space, rng=np.random.default_rng(0))
-    tr = Trainer(net, SupernetPolicy(net, sampler), data=data, order=BatchOrder(np.arange(len(data.train)), 16, 0), config=config, dist=Dist())
+    tr = Trainer(
+        net,
+        SupernetPolicy(net, sampler),
+        data=data,
+        order=BatchOrder(np.arange(len(data.train)), 16, 0),
+        config=config,
+        dist=Dist(),
+    )
     for _ in range(3):
         tr.train_step()
     conv = net.blocks[4][0].main[1].conv  # an entangled 3x3 depthwise (cropped from the 7x7)

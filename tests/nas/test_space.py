@@ -108,7 +108,7 @@ def test_bad_arch_messages(text, needle):
 
 
 def test_multi_dim_space_needs_named_dims():
-    with pytest.raises(ArchError, match="op=...;ch=..."):
+    with pytest.raises(ArchError, match=r"op=\.\.\.;ch=\.\.\."):
         get_space("shufflenetv2-small-ch").arch(",".join(["0"] * 20))
     with pytest.raises(ArchError, match="missing"):
         get_space("shufflenetv2-small-ch").arch("op=" + ",".join(["0"] * 20))
@@ -154,7 +154,9 @@ def _measured(space, arch):
     return counter.get_total_flops() // 2, params
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if not get_space(n).quantized])  # quantized: test_bitops_tables_match_real_modules
+@pytest.mark.parametrize(
+    "name", [n for n in ALL if not get_space(n).quantized]
+)  # quantized: test_bitops_tables_match_real_modules
 def test_cost_tables_match_real_modules(name):
     space = get_space(name)
     rng = np.random.default_rng(4)
@@ -214,7 +216,8 @@ def _measured_bitops(space, arch) -> tuple[int, int, int]:
 
 
 @pytest.mark.parametrize(
-    "name, n", [("resnet18-mixed", 6), ("shufflenetv2-small-w48a8", 3), ("shufflenetv2-imagenet-w48a8", 1), ("fbnet-small-w48a8", 4)]
+    "name, n",
+    [("resnet18-mixed", 6), ("shufflenetv2-small-w48a8", 3), ("shufflenetv2-imagenet-w48a8", 1), ("fbnet-small-w48a8", 4)],
 )
 def test_bitops_tables_match_real_modules(name, n):
     """FLOPs, params and BitOps tables against the real modules (the float spaces' twin of this

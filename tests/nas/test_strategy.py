@@ -9,9 +9,9 @@ import pytest
 
 from spos_hw.errors import Infeasible, SpaceError
 from spos_hw.nas.costs import Bound, admits_all, check_budgets
-from spos_hw.nas.strategy import EvolutionSearch, RandomSearch, make_strategy
 from spos_hw.nas.space import AdditiveCost
 from spos_hw.nas.spaces import get_space
+from spos_hw.nas.strategy import EvolutionSearch, RandomSearch, make_strategy
 
 SPACE = get_space("shufflenetv2-small")
 CH_SPACE = get_space("shufflenetv2-small-ch")
@@ -97,7 +97,9 @@ def test_operators_change_blocks_as_specified():
 
 def test_cache_never_rescores():
     budget = _median_budget(SPACE)
-    evo = EvolutionSearch(SPACE, [budget], rng=np.random.default_rng(4), population=20, topk=3, mutations=8, crossovers=8, generations=15)
+    evo = EvolutionSearch(
+        SPACE, [budget], rng=np.random.default_rng(4), population=20, topk=3, mutations=8, crossovers=8, generations=15
+    )
     seen: list[str] = []
     base = _toy(_target(SPACE, budget))
 
@@ -146,7 +148,14 @@ def test_bad_options(kwargs, needle):
 
 def test_defaults_are_the_papers_and_scale_with_the_population():
     evo = EvolutionSearch(SPACE, [_median_budget(SPACE)], rng=np.random.default_rng(0))
-    assert (evo.population, evo.topk, evo.mutations, evo.crossovers, evo.generations, evo.mutation_prob) == (50, 10, 25, 25, 20, 0.1)
+    assert (evo.population, evo.topk, evo.mutations, evo.crossovers, evo.generations, evo.mutation_prob) == (
+        50,
+        10,
+        25,
+        25,
+        20,
+        0.1,
+    )
     small = EvolutionSearch(SPACE, [_median_budget(SPACE)], rng=np.random.default_rng(0), population=12)
     assert (small.topk, small.mutations, small.crossovers) == (2, 6, 6)
 
@@ -210,7 +219,7 @@ def test_mixed_precision_space_under_bitops_and_flops():
     rows = space.encode(space.arch(h["arch"]) for h in evo.history)
     assert evo.evaluated == 80 and admits_all(budgets, rows).all()
     assert all(len(np.unique(rows[..., d])) > 1 for d in (1, 2, 3))  # channels, weight and activation bits all vary
-    with pytest.raises(Infeasible, match="achievable minimum is .*G BitOps"):
+    with pytest.raises(Infeasible, match=r"achievable minimum is .*G BitOps"):
         EvolutionSearch(space, [Bound.upper(space.bitops, lo * 0.5)], rng=np.random.default_rng(0))
 
 
@@ -221,7 +230,9 @@ def test_budgets_and_mutations_respect_the_mask():
         check_budgets(space, [Bound.upper(space.flops, 0.99 * lo)])
     witnesses = check_budgets(space, [Bound.upper(space.flops, 1.001 * lo), Bound.upper(space.params, 1e9)])
     assert len(witnesses) and space.check_batch(witnesses) is not None
-    search = EvolutionSearch(space, [Bound.scaled(space.flops, None, 8)], rng=np.random.default_rng(0), population=20, generations=3)
+    search = EvolutionSearch(
+        space, [Bound.scaled(space.flops, None, 8)], rng=np.random.default_rng(0), population=20, generations=3
+    )
     batch, origins = search.propose()
     search.tell(batch, np.arange(len(batch), dtype=float), origins)
     children = search.mutate(batch, 500)

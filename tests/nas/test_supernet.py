@@ -129,14 +129,20 @@ def test_supernet_has_no_module_for_a_disallowed_choice_and_materializes_exactly
             arch = space.random_arch(rng)
             sub = net.materialize(arch).eval()
             torch.testing.assert_close(sub(x), net(x, arch), rtol=0, atol=1e-5)
-            assert sum(p.numel() for n, p in sub.named_parameters() if ".wq." not in n and ".aq." not in n) == space.params.cost(arch.to_array())
+            assert sum(p.numel() for n, p in sub.named_parameters() if ".wq." not in n and ".aq." not in n) == space.params.cost(
+                arch.to_array()
+            )
 
 
 def test_forward_touches_only_the_path_and_skips_have_no_parameters():
     space = get_space("fbnet-small")
     net = Supernet(space).train()
-    arch = space.arch([8 if space.positions[i].stride == 1 and space.positions[i].in_channels == space.positions[i].out_channels
-                       else 5 for i in range(22)])  # fmt: skip
+    arch = space.arch(
+        [
+            8 if space.positions[i].stride == 1 and space.positions[i].in_channels == space.positions[i].out_channels else 5
+            for i in range(22)
+        ]
+    )
     net(torch.randn(4, *space.input_shape), arch).sum().backward()
     on_path = {id(p) for p in net.path_parameters(arch)}
     assert on_path

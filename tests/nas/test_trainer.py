@@ -38,7 +38,10 @@ def _trainer(space_name, data, rows, **cfg):
     space = get_space(space_name)
     torch.manual_seed(0)
     net = Supernet(space, sharing=cfg.pop("sharing", "independent"))
-    config = resolve(TrainConfig(space=space_name, data="digits", out="-", steps=100, batch_size=16, lr=0.5, weight_decay=1e-3, **cfg), len(data.train))
+    config = resolve(
+        TrainConfig(space=space_name, data="digits", out="-", steps=100, batch_size=16, lr=0.5, weight_decay=1e-3, **cfg),
+        len(data.train),
+    )
     order = BatchOrder(np.arange(len(data.train)), 16, 0)
     return Trainer(net, SupernetPolicy(net, Sequence_(rows)), data=data, order=order, config=config, dist=Dist()), net
 
@@ -140,7 +143,10 @@ def test_unused_slices_stay_put_over_steps_inputs_and_step_sizes(digits16):
     step_size = conv1.wq["b1"].scale
     tr.train_step()  # the wide path: momentum everywhere
     kept = {"rows": conv1.weight.detach().clone(), "cols": conv2.weight.detach().clone(), "steps": step_size.detach().clone()}
-    bufs = {k: tr.opt.state[p]["momentum_buffer"].clone() for k, p in (("rows", conv1.weight), ("cols", conv2.weight), ("steps", step_size))}
+    bufs = {
+        k: tr.opt.state[p]["momentum_buffer"].clone()
+        for k, p in (("rows", conv1.weight), ("cols", conv2.weight), ("steps", step_size))
+    }
     assert all(b.abs().max() > 0 for b in bufs.values())
     tr.train_step()
     tr.train_step()  # two narrow steps: momentum is non-empty

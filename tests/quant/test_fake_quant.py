@@ -118,13 +118,20 @@ CASES = [
 ]
 
 
-LAYOUT_CASES = [(*c, layout) for c in CASES for layout in ("contiguous", "channels_last", "sliced") if layout != "channels_last" or len(c[0]) == 4]
+LAYOUT_CASES = [
+    (*c, layout)
+    for c in CASES
+    for layout in ("contiguous", "channels_last", "sliced")
+    if layout != "channels_last" or len(c[0]) == 4
+]
 
 
 @pytest.mark.parametrize("shape, axis, bits, signed, note, layout", LAYOUT_CASES)
 def test_cpu_kernel_bit_exact(native, shape, axis, bits, signed, note, layout):
     scale_shape = () if axis is None else (shape[axis],)
-    x, s = _inputs(shape, scale_shape, memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
+    x, s = _inputs(
+        shape, scale_shape, memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    )
     if layout == "sliced":
         x = x[..., : max(1, shape[-1] - 2)]  # non-dense, like a supernet's sliced weight
         if axis is not None and axis == x.dim() - 1:

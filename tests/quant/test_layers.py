@@ -29,8 +29,11 @@ def _warm(net, space, rng, steps=3, batch=16):
 def test_one_weight_serves_every_bit_width():
     conv = QuantConv2d(8, 16, 3, wbits=[2, 4, 32], abits=[4, 32])
     assert isinstance(conv, SliceConv2d) and [n for n, _ in conv.named_parameters()] == [
-        "weight", "wq.b2.scale", "wq.b4.scale", "aq.b4.scale"
-    ]  # fmt: skip
+        "weight",
+        "wq.b2.scale",
+        "wq.b4.scale",
+        "aq.b4.scale",
+    ]
     x = torch.rand(2, 8, 5, 5)
     full = conv(x, bits=(32, 32))
     torch.testing.assert_close(full, torch.nn.functional.conv2d(x, conv.weight, padding=1))

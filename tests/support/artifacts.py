@@ -41,7 +41,25 @@ def build_artifacts(d: Path) -> Artifacts:
     partial = json.loads((d / "lut.json").read_text())
     partial.update(complete=False, samples={}, calibration=None)
     (d / "partial_lut.json").write_text(json.dumps(partial))
-    spos_hw.search(supernet=str(d / "supernet.pt"), budgets={"flops": 1.0}, population=4, generations=1, recal_images=32,
-                   holdout=40, seed=0, out=str(d / "search"), threads=1, progress=False)  # fmt: skip
-    return Artifacts(d, d / "supernet.pt", d / "model.pt", d / "lut.json", d / "partial_lut.json", d / "other.pt",
-                     d / "other_lut.json", d / "search")  # fmt: skip
+    spos_hw.search(
+        supernet=str(d / "supernet.pt"),
+        budgets={"flops": 1.0},
+        population=4,
+        generations=1,
+        recal_images=32,
+        holdout=40,
+        seed=0,
+        out=str(d / "search"),
+        threads=1,
+        progress=False,
+    )
+    return Artifacts(
+        d,
+        d / "supernet.pt",
+        d / "model.pt",
+        d / "lut.json",
+        d / "partial_lut.json",
+        d / "other.pt",
+        d / "other_lut.json",
+        d / "search",
+    )

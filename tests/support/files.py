@@ -58,10 +58,21 @@ def write_subnet_checkpoint(path, space, arch, *, dataset="digits", seed=0):
     c, h, w = space.input_shape
     mean, std = [0.25] * c, [0.5] * c
     classes = [f"class{i}" for i in range(space.num_classes)]
-    save_checkpoint(path, {
-        "kind": "subnet", "format": FORMAT, "space": space.to_json(), "space_name": space.name,
-        "fingerprint": space.fingerprint, "model": net.state_dict(), "arch": str(arch), "arch_json": arch.to_json(),
-        "input": {"channels": c, "height": h, "width": w, "mean": mean, "std": std}, "classes": classes,
-        "data": {"dataset": dataset, "classes": classes, "mean": mean, "std": std}, "test_accuracy": 0.5,
-    })  # fmt: skip
+    save_checkpoint(
+        path,
+        {
+            "kind": "subnet",
+            "format": FORMAT,
+            "space": space.to_json(),
+            "space_name": space.name,
+            "fingerprint": space.fingerprint,
+            "model": net.state_dict(),
+            "arch": str(arch),
+            "arch_json": arch.to_json(),
+            "input": {"channels": c, "height": h, "width": w, "mean": mean, "std": std},
+            "classes": classes,
+            "data": {"dataset": dataset, "classes": classes, "mean": mean, "std": std},
+            "test_accuracy": 0.5,
+        },
+    )
     return path

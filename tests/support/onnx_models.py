@@ -16,8 +16,12 @@ def qdq_model(*, act_zp=0, act_type=TensorProto.INT8, w_scale=(0.1, 0.2), w_type
     ]
     wq = {"output_dtype": getattr(TensorProto, w_type)}
     nodes = [
-        helper.make_node("QuantizeLinear", ["x", "a_scale", "a_zp"], ["xq"], name="act_q", **({"axis": 1} if len(act_scale) > 1 else {})),
-        helper.make_node("DequantizeLinear", ["xq", "a_scale", "a_zp"], ["xd"], name="act_dq", **({"axis": 1} if len(act_scale) > 1 else {})),
+        helper.make_node(
+            "QuantizeLinear", ["x", "a_scale", "a_zp"], ["xq"], name="act_q", **({"axis": 1} if len(act_scale) > 1 else {})
+        ),
+        helper.make_node(
+            "DequantizeLinear", ["xq", "a_scale", "a_zp"], ["xd"], name="act_dq", **({"axis": 1} if len(act_scale) > 1 else {})
+        ),
         helper.make_node("QuantizeLinear", ["w", "w_scale"], ["wq"], name="w_q", axis=0, **wq),
         helper.make_node("DequantizeLinear", ["wq", "w_scale"], ["wd"], name="w_dq", axis=0),
         helper.make_node("Conv", ["xd", "wd"], ["c"], name="conv"),
@@ -28,7 +32,10 @@ def qdq_model(*, act_zp=0, act_type=TensorProto.INT8, w_scale=(0.1, 0.2), w_type
         nodes.append(node)
         out = node.output[0]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
-        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 2, 4, 4])], inits,
-    )  # fmt: skip
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 2, 4, 4])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

@@ -37,8 +37,16 @@ def make_tiny_q(name: str = "tinyq"):
 
 def make_tiny_mbconv(name: str = "tinymb") -> MBConvSpace:
     """4 blocks, 4 candidates; skip only at blocks 0, 1 and 3: 4 * 4 * 3 * 4 = 192 architectures."""
-    return MBConvSpace(name=name, input_shape=(1, 8, 8), num_classes=4, ops=("k3_e1", "k3_e3", "k5_e3", "skip"),
-                       stem_channels=4, stem_stride=1, stages=(Stage(2, 4, 1), Stage(2, 8)), head_channels=8)  # fmt: skip
+    return MBConvSpace(
+        name=name,
+        input_shape=(1, 8, 8),
+        num_classes=4,
+        ops=("k3_e1", "k3_e3", "k5_e3", "skip"),
+        stem_channels=4,
+        stem_stride=1,
+        stages=(Stage(2, 4, 1), Stage(2, 8)),
+        head_channels=8,
+    )
 
 
 def all_op_archs(space) -> np.ndarray:

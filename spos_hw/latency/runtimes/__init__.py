@@ -68,7 +68,7 @@ class Runtime:
             raise RuntimeUnavailable(f"runtime {self.name} cannot run on {self.device}; it needs --device {allowed}")
         Protocol(clock=clock).check_for(self.device, threads)
 
-    def __enter__(self) -> "Runtime":
+    def __enter__(self) -> Runtime:
         return self
 
     def __exit__(self, *exc: Any) -> None:

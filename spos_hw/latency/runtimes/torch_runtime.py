@@ -47,7 +47,6 @@ class TorchRuntime(Runtime):
 def _cpu_timer(module, x, clock) -> Timer:
     import torch
 
-
     def timer(n: int) -> list[float]:
         out = [0.0] * n
         with torch.inference_mode():

@@ -9,8 +9,8 @@ TensorRT installed the runtime is a one-line ``MissingDependency`` naming the pa
 
 from __future__ import annotations
 
-from spos_hw.errors import RuntimeUnavailable
 from spos_hw.deploy.tensorrt import WORKSPACE_BYTES, build_serialized_engine, deserialize, import_tensorrt
+from spos_hw.errors import RuntimeUnavailable
 from spos_hw.latency.runtimes import Runtime, require_cuda
 from spos_hw.protocol import Timer
 
@@ -31,8 +31,12 @@ class TensorRTRuntime(Runtime):
         return self.trt.__version__
 
     def options(self) -> dict:
-        return {"precision": "fp32 (explicit Q/DQ where the model has it)", "workspace_bytes": WORKSPACE_BYTES,
-                "timing": "cuda_events", "api": "execute_async_v3"}
+        return {
+            "precision": "fp32 (explicit Q/DQ where the model has it)",
+            "workspace_bytes": WORKSPACE_BYTES,
+            "timing": "cuda_events",
+            "api": "execute_async_v3",
+        }
 
     def timer(self, module, input_shape: tuple[int, ...]) -> Timer:
         import torch

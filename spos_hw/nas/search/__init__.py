@@ -10,4 +10,13 @@ from spos_hw.nas.search.artifacts import SearchResult, describe_arch, history_en
 from spos_hw.nas.search.loop import load_state, run_search
 from spos_hw.nas.search.run import search_supernet
 
-__all__ = ["SearchResult", "describe_arch", "history_entries", "load_state", "pick_best", "report_search", "run_search", "search_supernet"]
+__all__ = [
+    "SearchResult",
+    "describe_arch",
+    "history_entries",
+    "load_state",
+    "pick_best",
+    "report_search",
+    "run_search",
+    "search_supernet",
+]

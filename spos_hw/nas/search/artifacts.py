@@ -6,9 +6,10 @@ re-picking from a finished search under other budgets (``report_search``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,14 +50,16 @@ def history_entries(space: SearchSpace, history: Sequence[dict], costs: Mapping[
     out = []
     for i, h in enumerate(history):
         arch = space.arch(h["arch"])
-        out.append({
-            "arch": h["arch"],
-            "arch_json": arch.to_json(),
-            "score": h["score"],
-            "generation": h["generation"],
-            "origin": h["origin"],
-            "costs": {name: _value(name, table[name][i]) for name in costs},
-        })  # fmt: skip
+        out.append(
+            {
+                "arch": h["arch"],
+                "arch_json": arch.to_json(),
+                "score": h["score"],
+                "generation": h["generation"],
+                "origin": h["origin"],
+                "costs": {name: _value(name, table[name][i]) for name in costs},
+            }
+        )
     return out
 
 
@@ -80,11 +83,20 @@ def pick_best(space: SearchSpace, entries: Sequence[dict], budgets: Sequence[Bou
 
 
 def _header(space: SearchSpace, meta: Mapping[str, Any]) -> dict[str, Any]:
-    return {"space_name": space.name, "fingerprint": space.fingerprint, "space": space.to_json(), **{k: v for k, v in meta.items() if k != "config"}, "config": meta.get("config", {})}
+    return {
+        "space_name": space.name,
+        "fingerprint": space.fingerprint,
+        "space": space.to_json(),
+        **{k: v for k, v in meta.items() if k != "config"},
+        "config": meta.get("config", {}),
+    }
 
 
 def write_history(out_dir: Path, space: SearchSpace, entries: list[dict], generation: int, meta: Mapping[str, Any]) -> None:
-    atomic_write_json(out_dir / "history.json", {"kind": "search-history", "format": FORMAT, **_header(space, meta), "generation": generation, "entries": entries})
+    atomic_write_json(
+        out_dir / "history.json",
+        {"kind": "search-history", "format": FORMAT, **_header(space, meta), "generation": generation, "entries": entries},
+    )
 
 
 def describe_arch(space: SearchSpace, entry: Mapping[str, Any], budgets: Sequence[Bound]) -> dict[str, Any]:
@@ -92,7 +104,10 @@ def describe_arch(space: SearchSpace, entry: Mapping[str, Any], budgets: Sequenc
     out: dict[str, Any] = {"arch": entry["arch"], "arch_json": entry["arch_json"], "accuracy": entry["score"]}
     for name, v in entry["costs"].items():
         out[BUDGET_FLAGS.get(name, (None, name))[1]] = v
-    out["budgets"] = [{**b.to_json(), "value": entry["costs"].get(b.name), "met": bool(entry["costs"].get(b.name, math.inf) <= b.limit)} for b in budgets]
+    out["budgets"] = [
+        {**b.to_json(), "value": entry["costs"].get(b.name), "met": bool(entry["costs"].get(b.name, math.inf) <= b.limit)}
+        for b in budgets
+    ]
     out["generation"], out["origin"] = entry["generation"], entry["origin"]
     return out
 
@@ -113,10 +128,15 @@ def finish(strategy, costs, meta, out_dir: Path | None, elapsed: float, plots: b
         "elapsed_s": round(elapsed, 3),
         "score_distribution": score_distribution([e["score"] for e in entries]),
     }
-    fronts = {b.name: [entries[i] for i in pareto_front([e["score"] for e in entries], [e["costs"][b.name] for e in entries])] for b in budgets}
+    fronts = {
+        b.name: [entries[i] for i in pareto_front([e["score"] for e in entries], [e["costs"][b.name] for e in entries])]
+        for b in budgets
+    }
     if out_dir is not None:
         write_history(out_dir, space, entries, strategy.generation, meta)
-        atomic_write_json(out_dir / "pareto.json", {"kind": "search-pareto", "format": FORMAT, "space_name": space.name, "fronts": fronts})
+        atomic_write_json(
+            out_dir / "pareto.json", {"kind": "search-pareto", "format": FORMAT, "space_name": space.name, "fronts": fronts}
+        )
         if plots and entries:
             title = f"{space.name}: {strategy.name} search, {len(entries)} candidates" + trust_note(meta.get("rank_check"))
             for b in budgets:
@@ -131,8 +151,12 @@ def score_distribution(scores: Sequence[float]) -> dict[str, Any] | None:
     if not s.size:
         return None
     q = np.percentile(s, [0, 10, 25, 50, 75, 90, 100])
-    return {"n": int(s.size), "mean": float(s.mean()), "std": float(s.std()),
-            **dict(zip(("min", "p10", "p25", "median", "p75", "p90", "max"), map(float, q)))}  # fmt: skip
+    return {
+        "n": int(s.size),
+        "mean": float(s.mean()),
+        "std": float(s.std()),
+        **dict(zip(("min", "p10", "p25", "median", "p75", "p90", "max"), map(float, q))),
+    }
 
 
 def trust_note(rank: Mapping[str, Any] | None) -> str:
@@ -152,13 +176,24 @@ def _plot(path: Path, entries: Sequence[dict], budget: Bound, chosen: int | None
     unit = display(budget.model, scale).split(" ", 1)[-1] if scale != 1.0 else getattr(budget.model, "unit", "")
     suffix = {1e3: "k", 1e6: "M", 1e9: "G"}.get(scale, "")
     plot_front(
-        path, costs=costs, scores=scores, front=pareto_front(scores, costs), chosen=chosen, budget=budget.limit,
-        xlabel=f"{budget.name} ({suffix}{unit})", scale=scale, title=title, origins=[e["origin"] for e in entries],
-    )  # fmt: skip
+        path,
+        costs=costs,
+        scores=scores,
+        front=pareto_front(scores, costs),
+        chosen=chosen,
+        budget=budget.limit,
+        xlabel=f"{budget.name} ({suffix}{unit})",
+        scale=scale,
+        title=title,
+        origins=[e["origin"] for e in entries],
+    )
 
 
 def report_search(
-    out: str | Path, budgets: Mapping[str, float | None], *, cost_models: Callable[[SearchSpace], Mapping[str, CostModel]] = builtin_costs
+    out: str | Path,
+    budgets: Mapping[str, float | None],
+    *,
+    cost_models: Callable[[SearchSpace], Mapping[str, CostModel]] = builtin_costs,
 ) -> dict[str, Any]:
     """The best evaluated candidate of a finished (or running) search under other budgets; nothing is re-scored.
 
@@ -179,11 +214,15 @@ def report_search(
     entries = history_entries(space, raw, costs)
     best = pick_best(space, entries, blist)
     if best is None:
-        cheapest = ", ".join(f"{b.name} {display(b.model, min(e['costs'][b.name] for e in entries))}" for b in blist) if entries else "none"
+        cheapest = (
+            ", ".join(f"{b.name} {display(b.model, min(e['costs'][b.name] for e in entries))}" for b in blist)
+            if entries
+            else "none"
+        )
         raise Infeasible(
             f"none of the {len(entries)} candidates evaluated in {str(out)!r} meets {' and '.join(b.describe() for b in blist)} "
             f"(cheapest evaluated: {cheapest}); run a search with these budgets"
-        )  # fmt: skip
+        )
     return {
         "kind": "search-report",
         **describe_arch(space, entries[best], blist),

@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,6 @@ class _Alone:
 
     def all_sum(self, t):
         return t
-
 
 
 def _digest(batch: np.ndarray) -> float:
@@ -81,14 +81,17 @@ class _Checkpointer:
         """Save ``strategy_state`` (taken before the pending generation was proposed) and its scores so far."""
         if self.path is None or not (force or time.monotonic() - self.last >= self.every_s):
             return
-        atomic_write_json(self.path, {
-            "kind": "search-state",
-            "format": FORMAT,
-            "config": self.meta.get("config", {}),
-            "strategy": strategy_state,
-            "pending": {"generation": strategy_state["generation"], "scores": dict(pending)},
-            "elapsed_s": round(elapsed, 3),
-        })  # fmt: skip
+        atomic_write_json(
+            self.path,
+            {
+                "kind": "search-state",
+                "format": FORMAT,
+                "config": self.meta.get("config", {}),
+                "strategy": strategy_state,
+                "pending": {"generation": strategy_state["generation"], "scores": dict(pending)},
+                "elapsed_s": round(elapsed, 3),
+            },
+        )
         self.last = time.monotonic()
 
 
@@ -116,9 +119,11 @@ def load_state(path: Path, config: Mapping[str, Any], *, partial: bool = False) 
     ]
     if diffs:
         raise ArtifactMismatch(
-            f"cannot resume {str(path)!r}: it was made with " + "; ".join(diffs[:3]) + ("..." if len(diffs) > 3 else "")
+            f"cannot resume {str(path)!r}: it was made with "
+            + "; ".join(diffs[:3])
+            + ("..." if len(diffs) > 3 else "")
             + "; use the same options, or a new --out"
-        )  # fmt: skip
+        )
     return state
 
 
@@ -168,7 +173,12 @@ def run_search(
         if int(state["pending"]["generation"]) == strategy.generation:
             pending = {str(k): float(v) for k, v in state["pending"]["scores"].items()}
         elapsed0 = float(state.get("elapsed_s", 0.0))
-        log.info("resuming after generation %d (%d evaluated, %d of the next already scored)", strategy.generation, strategy.evaluated, len(pending))
+        log.info(
+            "resuming after generation %d (%d evaluated, %d of the next already scored)",
+            strategy.generation,
+            strategy.evaluated,
+            len(pending),
+        )
     elif resume:
         log.info("nothing to resume in %s: starting a new search", out_dir)
     start = time.monotonic()
@@ -210,8 +220,16 @@ def run_search(
                 write_history(out_dir, space, history_entries(space, strategy.history, costs), strategy.generation, meta)
             best = strategy.best()
             if dist.main:  # the bar shows it already; a log line would break the bar
-                log.log(logging.DEBUG if bar is not None else logging.INFO, "generation %d/%d: %d new candidates, %d evaluated, best %.4f (%s)", strategy.generation,
-                         strategy.generations, len(batch), strategy.evaluated, best["score"], best["arch"])  # fmt: skip
+                log.log(
+                    logging.DEBUG if bar is not None else logging.INFO,
+                    "generation %d/%d: %d new candidates, %d evaluated, best %.4f (%s)",
+                    strategy.generation,
+                    strategy.generations,
+                    len(batch),
+                    strategy.evaluated,
+                    best["score"],
+                    best["arch"],
+                )
             if bar is not None:
                 bar.n = min(bar.total, strategy.evaluated)
                 _postfix(bar, strategy)
@@ -224,7 +242,11 @@ def run_search(
 
 def _postfix(bar, strategy: Strategy) -> None:
     best = strategy.best()
-    bar.set_postfix_str(f"generation {min(strategy.generation + 1, strategy.generations)}/{strategy.generations}, best {best['score']:.4f}" if best else "")
+    bar.set_postfix_str(
+        f"generation {min(strategy.generation + 1, strategy.generations)}/{strategy.generations}, best {best['score']:.4f}"
+        if best
+        else ""
+    )
 
 
 def check_out(out: str | Path, *, resume: bool, overwrite: bool) -> Path:

@@ -4,8 +4,9 @@ dataset's held-out split and the cost models into a strategy, a scorer and the l
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,9 @@ def search_supernet(config: SearchConfig, *, cost_models: CostModels = builtin_c
         space = net.space
         costs = cost_models(space)
         budgets = budgets_from(costs, config.budgets)
-        strategy = make_strategy(config.strategy, space, budgets, rng=np.random.default_rng(config.seed), **config.strategy_options())
+        strategy = make_strategy(
+            config.strategy, space, budgets, rng=np.random.default_rng(config.seed), **config.strategy_options()
+        )
         fp = file_sha256(config.supernet)[:16]
         record = {
             **strategy.config(),
@@ -66,13 +69,24 @@ def search_supernet(config: SearchConfig, *, cost_models: CostModels = builtin_c
         if config.resume and state_path.is_file():  # refuse a mismatched resume before loading the data
             load_state(state_path, record, partial=True)
         scorer, scoring = scorer_for_checkpoint(
-            net, ckpt, data=config.data, recal_images=config.recal_images, recal_batch_size=config.recal_batch_size,
-            holdout=config.holdout, eval_batch_size=config.eval_batch_size, seed=config.seed, device=dist.device,
-        )  # fmt: skip
+            net,
+            ckpt,
+            data=config.data,
+            recal_images=config.recal_images,
+            recal_batch_size=config.recal_batch_size,
+            holdout=config.holdout,
+            eval_batch_size=config.eval_batch_size,
+            seed=config.seed,
+            device=dist.device,
+        )
         record = {**record, **scoring}
         if dist.main:
-            log.info("scoring: BN recalibrated on %d training images (batches of %d), top-1 on %d held-out images",
-                     scoring["recal_images"], scoring["recal_batch_size"], scoring["holdout_images"])  # fmt: skip
+            log.info(
+                "scoring: BN recalibrated on %d training images (batches of %d), top-1 on %d held-out images",
+                scoring["recal_images"],
+                scoring["recal_batch_size"],
+                scoring["holdout_images"],
+            )
         from spos_hw.nas.rank_check import find_rank_check
 
         rank = find_rank_check(config.supernet)
@@ -81,13 +95,23 @@ def search_supernet(config: SearchConfig, *, cost_models: CostModels = builtin_c
             "supernet": {"path": str(config.supernet), "fingerprint": fp, "step": ckpt.get("step")},
             "lut": str(config.lut) if config.lut is not None else None,
             "data": scoring,
-            "rank_check": None if rank is None else {**rank["by_accuracy"], "noise_ceiling_tau": (rank.get("noise_ceiling") or {}).get("tau")},
+            "rank_check": None
+            if rank is None
+            else {**rank["by_accuracy"], "noise_ceiling_tau": (rank.get("noise_ceiling") or {}).get("tau")},
             "config": record,
         }
         result = run_search(
-            strategy, scorer, costs=costs, out=config.out, meta=meta, resume=config.resume, overwrite=config.overwrite,
-            progress=progress, dist=dist, checkpoint_s=config.checkpoint_s,
-        )  # fmt: skip
+            strategy,
+            scorer,
+            costs=costs,
+            out=config.out,
+            meta=meta,
+            resume=config.resume,
+            overwrite=config.overwrite,
+            progress=progress,
+            dist=dist,
+            checkpoint_s=config.checkpoint_s,
+        )
         return result.summary
     finally:
         shutdown(dist)

@@ -9,8 +9,9 @@ every artifact made with it records the adapted space and its own fingerprint.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from spos_hw.errors import ArchError, ArtifactError, ArtifactMismatch, SpaceError
 from spos_hw.nas.space import Arch, SearchSpace

@@ -102,7 +102,9 @@ class MBConvSpace(SearchSpace):
                 mid = self._mid(pos, c)
                 for width in (pos.in_channels, mid, pos.out_channels):
                     if width % c.groups:
-                        raise SpaceError(f"block {pos.index}: {name} needs widths divisible by {c.groups}, got {pos.in_channels}->{mid}->{pos.out_channels}")
+                        raise SpaceError(
+                            f"block {pos.index}: {name} needs widths divisible by {c.groups}, got {pos.in_channels}->{mid}->{pos.out_channels}"
+                        )
 
     # --- structure
     @cached_property
@@ -142,7 +144,9 @@ class MBConvSpace(SearchSpace):
         s, hw = pos.stride, pos.in_hw
         if c is None:
             if not self.skippable(pos):
-                raise SpaceError(f"block {pos.index}: skip is not a choice here ({pos.in_channels}->{pos.out_channels}, stride {s})")
+                raise SpaceError(
+                    f"block {pos.index}: skip is not a choice here ({pos.in_channels}->{pos.out_channels}, stride {s})"
+                )
             return BlockPlan("identity", name, pos.in_channels, pos.out_channels, 1, hw, pos.in_channels, ())
         m = self._mid(pos, c)
         act = "hswish" if c.hswish else "relu"

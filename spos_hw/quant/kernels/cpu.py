@@ -273,9 +273,18 @@ def backward(
     partial = torch.empty(rows * per_row, dtype=torch.float64)
     gx = empty_like(xk)
     lib.fq_backward(
-        g.data_ptr(), xk.data_ptr(), gx.data_ptr(), s.data_ptr(), rows, nch, inner,
-        float(qmin), float(qmax), float(zero_point), partial.data_ptr(),
-    )  # fmt: skip
+        g.data_ptr(),
+        xk.data_ptr(),
+        gx.data_ptr(),
+        s.data_ptr(),
+        rows,
+        nch,
+        inner,
+        float(qmin),
+        float(qmax),
+        float(zero_point),
+        partial.data_ptr(),
+    )
     gs = partial.sum() if nch == 1 else partial.view(rows // nch, nch, per_row).sum((0, 2))
     return (gx if xk is x else like_input(x, gx)), gs.to(scale.dtype).reshape(scale.shape)
 

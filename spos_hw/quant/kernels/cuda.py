@@ -70,8 +70,19 @@ def forward(x: Tensor, scale: Tensor, qmin: int, qmax: int, zero_point: int, axi
     s = scale.detach().contiguous()
     fwd, _ = kernels()
     with torch.cuda.device_of(xk) if xk.is_cuda else contextlib.nullcontext():
-        fwd[(programs,)](xk, y, s, inner, nch, per_row, float(qmin), float(qmax), float(zero_point), BLOCK=block,
-                         num_warps=8 if block >= 2048 else 4)  # fmt: skip
+        fwd[(programs,)](
+            xk,
+            y,
+            s,
+            inner,
+            nch,
+            per_row,
+            float(qmin),
+            float(qmax),
+            float(zero_point),
+            BLOCK=block,
+            num_warps=8 if block >= 2048 else 4,
+        )
     return y if xk is x else like_input(x, y)
 
 
@@ -92,8 +103,20 @@ def backward(
     s = scale.detach().contiguous()
     _, bwd = kernels()
     with torch.cuda.device_of(xk) if xk.is_cuda else contextlib.nullcontext():
-        bwd[(programs,)](g, xk, gx, s, partial, inner, nch, per_row, float(qmin), float(qmax), float(zero_point),
-                         BLOCK=block, num_warps=8 if block >= 2048 else 4)  # fmt: skip
+        bwd[(programs,)](
+            g,
+            xk,
+            gx,
+            s,
+            partial,
+            inner,
+            nch,
+            per_row,
+            float(qmin),
+            float(qmax),
+            float(zero_point),
+            BLOCK=block,
+            num_warps=8 if block >= 2048 else 4,
+        )
     gs = partial.view(rows // nch, nch, per_row).double().sum((0, 2)).to(scale.dtype).reshape(scale.shape)
     return (gx if xk is x else like_input(x, gx)), gs
-

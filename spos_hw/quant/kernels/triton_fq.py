@@ -52,9 +52,7 @@ def fq_forward(x_ptr, y_ptr, s_ptr, inner, nch, blocks_per_row, qmin, qmax, zp, 
 
 
 @triton.jit
-def fq_backward(
-    g_ptr, x_ptr, gx_ptr, s_ptr, part_ptr, inner, nch, blocks_per_row, qmin, qmax, zp, BLOCK: tl.constexpr
-):
+def fq_backward(g_ptr, x_ptr, gx_ptr, s_ptr, part_ptr, inner, nch, blocks_per_row, qmin, qmax, zp, BLOCK: tl.constexpr):
     pid, ptr, mask, s, v = load_block(x_ptr, s_ptr, inner, nch, blocks_per_row, BLOCK)
     g_raw = tl.load(g_ptr + ptr, mask=mask, other=0.0)
     g = g_raw.to(tl.float32)
