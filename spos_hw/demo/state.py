@@ -32,6 +32,9 @@ class Workdir:
         self.dir = Path(config.workdir)
         if self.dir.exists() and not self.dir.is_dir():
             raise OutputError(f"work folder {str(self.dir)!r} is a file")
+        if not (self.dir / STATE).is_file() and self.dir.is_dir() and any(self.dir.iterdir()):
+            # before anything else is said (e.g. the dataset fallback's warning): the one line is this error
+            raise OutputError(f"work folder {str(self.dir)!r} is not empty and holds no demo run; use another --workdir")
         self.budget, self.preset = config.budget, config.work
         self.data, self.threads, self.seed, self.progress = pick_data(config.data), config.threads, config.seed, progress
         self.space = config.space
@@ -58,8 +61,6 @@ class Workdir:
                 diff = sorted(k for k in self.config if old.get("config", {}).get(k) != self.config[k])
                 raise OutputError(f"{self.dir} holds a demo run with other settings ({', '.join(diff)}); use another --workdir")
             self.state = old
-        elif self.dir.is_dir() and any(self.dir.iterdir()):
-            raise OutputError(f"work folder {str(self.dir)!r} is not empty and holds no demo run; use another --workdir")
 
     # ------------------------------------------------------------------ bookkeeping
     def path(self, name: str) -> Path:
