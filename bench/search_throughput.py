@@ -113,7 +113,8 @@ def main() -> None:
     for name, ts in times.items():
         med = statistics.median(ts)
         table.append([name, med, 60.0 / med, base / med])
-    agree = scores["search scorer"] == scores["search scorer, unfolded"] == scores["naive (re-read per candidate)"]
+    ref = scores["naive (re-read per candidate)"]
+    worst = max(abs(a - b) for k in methods for a, b in zip(scores[k], ref))  # float rounding can flip a borderline image
     print_table(
         f"search candidate throughput, {args.space} on {args.data}, {args.threads} thread(s)",
         ["method", "s/candidate (median)", "candidates/min", "x naive"],
@@ -124,7 +125,7 @@ def main() -> None:
             "held-out images": n_hold,
             "candidates per method": args.candidates,
             "one-time data preparation (s)": round(prep_s, 2),
-            "scores identical (all three)": agree,
+            "largest score difference vs naive (held-out images)": round(worst * n_hold),
         },
     )
 

@@ -43,7 +43,7 @@ def _training_options(default_out: str) -> Callable:
         click.option(
             "--lr",
             type=click.FloatRange(min=0, min_open=True),
-            help="Peak learning rate, decayed linearly to 0 (default: dataset's, scaled by batch).",
+            help="Peak learning rate, decayed linearly to 0 (default: dataset's, scaled by batch; x2 for a supernet).",
         ),
         click.option("--weight-decay", type=click.FloatRange(min=0), help="On conv/linear kernels only (default: dataset's)."),
         click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True),

@@ -17,7 +17,7 @@ from torch import nn
 
 from spos_hw.io import atomic_write_with, check_new_output, load_checkpoint
 from spos_hw.nas.checkpoint import check_kind_and_space, check_resumable, write_checkpoint
-from spos_hw.nas.config import RetrainConfig, SupernetConfig, TrainConfig, resolve
+from spos_hw.nas.config import RECIPE_FIELDS, RetrainConfig, SupernetConfig, TrainConfig, resolve
 from spos_hw.nas.costs import Bound, builtin_costs, pick_cost
 from spos_hw.nas.data import BatchOrder, ImageData, load_data
 from spos_hw.nas.distributed import init_distributed, shutdown
@@ -84,6 +84,10 @@ class _Run:
         return self.data
 
     def finish_config(self, config: TrainConfig, n_train: int) -> TrainConfig:
+        if self.previous is not None:
+            recorded = self.previous.get("config", {})
+            kept = {k: recorded[k] for k in RECIPE_FIELDS if getattr(config, k) is None and recorded.get(k) is not None}
+            config = dataclasses.replace(config, **kept)
         self.config = resolve(config, n_train)
         if self.previous is not None:
             defaults = {f.name: f.default for f in dataclasses.fields(self.config) if f.default is not dataclasses.MISSING}

@@ -27,6 +27,18 @@ SPACE_CH = "shufflenetv2-small-ch:size=16"
 FAST = dict(data="digits", batch_size=16, threads=1, log_every=2)
 
 
+def test_resume_keeps_the_recorded_recipe(tmp_path):
+    """A run started under other recipe defaults (an older version) resumes with the lr and weight
+    decay its checkpoint recorded when --lr / --weight-decay are left out; given ones are checked."""
+    out = tmp_path / "s.pt"
+    cfg = dict(space=SPACE, steps=4, ckpt_every=2, **FAST)
+    train_supernet(SupernetConfig(out=str(out), lr=0.03, weight_decay=1e-4, **cfg), progress=False, stop_after=2)
+    done = train_supernet(SupernetConfig(out=str(out), resume=True, **cfg), progress=False)
+    assert done["finished"] and (done["config"]["lr"], done["config"]["weight_decay"]) == (0.03, 1e-4)
+    with pytest.raises(ArtifactMismatch, match=r"lr=0\.03"):
+        train_supernet(SupernetConfig(out=str(out), resume=True, lr=0.5, **cfg), progress=False)
+
+
 def test_resume_is_bit_identical(tmp_path):
     cfg = dict(space=SPACE, steps=6, ckpt_every=2, constraints=(("flops", None, 1.5),), **FAST)
     full = train_supernet(SupernetConfig(out=str(tmp_path / "full.pt"), **cfg), progress=False)
