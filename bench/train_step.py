@@ -90,7 +90,7 @@ def main() -> None:
         ["arch", "MFLOPs", "supernet path", "standalone subnet", "ratio"],
         rows,
         args.json,
-        {"target": "ratio <= 1.10"},
+        {"target": "ratio <= 1.03 (issue 16; the supernet is entangled, the default)"},
     )
 
 
