@@ -117,7 +117,7 @@ def _quantizers(bits: Iterable[int], **kw) -> nn.ModuleDict:
 def _pick(quantizers: nn.ModuleDict, bits: int, what: str) -> LsqQuantizer | None:
     if bits == FULL_PRECISION:
         return None
-    q = quantizers.get(f"b{bits}", None)
+    q = quantizers[f"b{bits}"] if f"b{bits}" in quantizers else None  # noqa: SIM401 (a ModuleDict has no .get)
     if q is None:
         have = ", ".join(k[1:] for k in quantizers) or "none"
         raise QuantError(f"this layer has no {bits}-bit {what} quantizer; its {what} bit choices are {have} (or 32)")
