@@ -44,6 +44,13 @@ from spos_hw.commands.options import emit, json_option, space_option
     metavar="MODEL.onnx",
     help="Only check an ONNX file for TensorRT readiness.",
 )
+@click.option(
+    "--trt-version",
+    default="11",
+    show_default=True,
+    metavar="V",
+    help="TensorRT version --check-trt checks the opset against (10.0, 10.1, 11).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @json_option
@@ -61,6 +68,7 @@ def export(
     fold_bn,
     timing_cache,
     check_trt,
+    trt_version,
     overwrite,
     progress,
     as_json,
@@ -84,6 +92,7 @@ def export(
         timing_cache=timing_cache,
         overwrite=overwrite,
         check_trt=check_trt,
+        trt_version=trt_version,
     )
     result = run(config, progress=progress and not as_json and sys.stderr.isatty())
     if check_trt:
@@ -121,7 +130,7 @@ def _report_trt(res: dict, as_json: bool) -> None:
             f"{res['model']} is not TensorRT-ready: {n} violation(s)" + ("" if as_json else " (listed above)")
         )
     if not as_json:
-        click.echo(f"{res['model']}: TensorRT-ready (Q/DQ rules, operators, opset)")
+        click.echo(f"{res['model']}: TensorRT-ready for TensorRT {res['trt_version']} (Q/DQ rules, operators, opset)")
 
 
 COMMANDS = [export]

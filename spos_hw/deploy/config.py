@@ -36,11 +36,15 @@ class ExportConfig:
     timing_cache: str | None = None  # TensorRT timing cache file (read and updated)
     overwrite: bool = False  # replace an existing `out`
     check_trt: str | None = None  # only check this ONNX file against TensorRT's rules
+    trt_version: str = "11"  # the TensorRT version --check-trt checks the opset against (10.0, 10.1, 11)
 
     def __post_init__(self) -> None:
         if self.check_trt is not None:
             if self.checkpoint or self.arch is not None:
                 raise ConfigError("--check-trt MODEL.onnx takes no --checkpoint or --arch")
+            from spos_hw.deploy.trt_check import trt_opset_range
+
+            trt_opset_range(self.trt_version)
             return
         if not self.checkpoint and (self.arch is None or self.space is None):
             if self.arch is not None:

@@ -108,7 +108,9 @@ def test_quantized_subnet_exports_to_qdq_and_runs():
         if n.op_type == "MatMul" and producer.get(inputs[1]) == "Transpose":
             inputs[1] = next(m.input[0] for m in graph.node if inputs[1] in m.output)
         assert [producer.get(i) for i in inputs] == ["DequantizeLinear"] * 2, n.name
-    assert "Clip" in producer.values() and "Clip" not in {producer.get(n.input[0]) for n in graph.node if n.op_type == "DequantizeLinear"}
+    assert "Clip" in producer.values() and "Clip" not in {
+        producer.get(n.input[0]) for n in graph.node if n.op_type == "DequantizeLinear"
+    }
     for level in LEVELS:
         (out,) = ort_outputs(model, (x,), level)
         # Conv sums in another order than torch; a low-bit activation that lands next to a
