@@ -54,7 +54,7 @@ def container(qmin: int, qmax: int, zero_point: int = 0) -> tuple[str, bool]:
     INT8 whenever the range fits ``[-128, 127]`` (``needs_clip`` when it is narrower); UINT8
     only for ranges that do not (8-bit unsigned).
     """
-    if -128 <= qmin and qmax <= 127:
+    if qmin >= -128 and qmax <= 127:
         return "INT8", (qmin, qmax) != (-128, 127)
     return "UINT8", (qmin, qmax) != (0, 255)
 

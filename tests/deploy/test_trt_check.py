@@ -32,7 +32,7 @@ def test_opset_against_the_trt_version():
     assert rules(qdq_model(opset=21), "10.0") == {("<model>", "opset")}
     assert rules(qdq_model(opset=21), "11") == set()
     assert rules(qdq_model(opset=8)) == {("<model>", "opset")}
-    with pytest.raises(ConfigError, match="known: 10.0, 10.1, 11"):
+    with pytest.raises(ConfigError, match=r"known: 10\.0, 10\.1, 11"):
         trt_opset_range("9.2")
 
 
