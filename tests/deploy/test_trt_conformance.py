@@ -57,7 +57,7 @@ def test_trt_profile_keeps_fingerprints_apart_and_refuses_1bit_activations():
     from spos_hw.errors import QuantError
     from spos_hw.quant.layers import quant_layers
 
-    with pytest.raises(QuantError, match="TensorRT profile takes activation bits 2..8"):
+    with pytest.raises(QuantError, match="TensorRT profile takes activation bits"):
         quant_layers(get_space("resnet18-mixed").__class__(**{**_fields("resnet18-mixed-trt"), "abits": (1, 2)}), bn_affine=True)
 
 
