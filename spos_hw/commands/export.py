@@ -34,6 +34,19 @@ from spos_hw.commands.options import emit, json_option, space_option
 )
 @click.option("--dynamic-batch", is_flag=True, help="Symbolic batch dimension instead of a static one.")
 @click.option("--opset", type=click.IntRange(min=17), default=21, show_default=True, help="ONNX opset (INT4 weights need >= 21).")
+@click.option(
+    "--calibrate",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Float nets with --precision int8: post-training INT8 calibrated on N training images.",
+)
+@click.option(
+    "--calibration",
+    type=click.Choice(["max", "percentile", "entropy"]),
+    default="percentile",
+    show_default=True,
+    help="How --calibrate sets activation ranges.",
+)
 @click.option("--no-verify", is_flag=True, help="Skip the ONNX Runtime (and TensorRT) parity check.")
 @click.option("--fold-bn/--no-fold-bn", default=False, show_default=True, help="Fold BN into quantized convs (Q/DQ exports).")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file (read and updated).")
@@ -64,6 +77,8 @@ def export(
     batch_size,
     dynamic_batch,
     opset,
+    calibrate,
+    calibration,
     no_verify,
     fold_bn,
     timing_cache,
@@ -87,6 +102,8 @@ def export(
         batch_size=batch_size,
         dynamic_batch=dynamic_batch,
         opset=opset,
+        calibrate=calibrate,
+        calibration=calibration,
         verify=not no_verify,
         fold_bn=fold_bn,
         timing_cache=timing_cache,
