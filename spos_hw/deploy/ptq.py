@@ -6,7 +6,11 @@ Every Conv / Gemm / MatMul with a constant weight gets
   ``scale = amax / 127``, ``amax`` calibrated on N training images by one of ``METHODS``:
   ``max`` (the largest |x| seen), ``percentile`` (the 99.99th percentile of |x|, the default)
   or ``entropy`` (the threshold minimising the KL divergence between the 2048-bin histogram
-  of |x| and its 128-level quantization, as TensorRT's entropy calibrator does);
+  of |x| and its 128-level quantization, as TensorRT's entropy calibrator does; the first bin,
+  the spike of exact zeros after a ReLU, is set to the second's as in NVIDIA's
+  pytorch-quantization, else the thresholds came out at a third of the range and top-1
+  agreement fell to 28% on a digits net). The network input keeps its full range (``max``)
+  under every method: it is a normalised uint8 image, not a bell-shaped activation;
 - its weight pre-quantized per output channel into an INT8 initializer, symmetric
   ``[-127, 127]`` with ``scale = max|w_c| / 127``, then DQ (axis 0 for Conv and ``Gemm`` with
   ``transB=1``; the output axis otherwise).
@@ -83,6 +87,7 @@ def amax_from_histogram(hist: np.ndarray, edge: float, method: str, percentile: 
 def _entropy_bin(hist: np.ndarray) -> int:
     """The bin count ``i`` (>= LEVELS) whose clipped distribution loses least (KL) at LEVELS levels."""
     hist = hist.astype(np.float64)
+    hist[0] = hist[1]  # the spike of exact zeros (post-ReLU) would otherwise dominate the divergence
     n = len(hist)
     if n <= LEVELS:
         return n
@@ -143,7 +148,10 @@ def calibrate(model, images: np.ndarray, *, method: str = DEFAULT_METHOD, batch:
         for n in names:
             if edge[n] > 0:
                 hists[n] += np.histogram(np.abs(vals[n]), bins=BINS, range=(0.0, edge[n]))[0]
-    return {n: amax_from_histogram(hists[n], edge[n], method) for n in names}
+    # the network input is a few fixed levels (a normalised uint8 image: the background is one
+    # spike away from 0): histogram methods clip it hard (entropy: 44% of its range on digits,
+    # which cost 18 points of top-1), so it keeps its full range
+    return {n: edge[n] if n in graph_inputs else amax_from_histogram(hists[n], edge[n], method) for n in names}
 
 
 def quantize_weight(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
