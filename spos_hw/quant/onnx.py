@@ -48,8 +48,8 @@ MIN_OPSET = 13
 """Per-axis QuantizeLinear/DequantizeLinear need opset 13."""
 
 
-def container(qmin: int, qmax: int, zero_point: int = 0) -> tuple[str, bool]:
-    """``(onnx dtype name, needs_clip)`` for the integer range ``[qmin, qmax]`` with ``zero_point``.
+def container(qmin: int, qmax: int) -> tuple[str, bool]:
+    """``(onnx dtype name, needs_clip)`` for the integer range ``[qmin, qmax]``.
 
     INT8 whenever the range fits ``[-128, 127]`` (``needs_clip`` when it is narrower); UINT8
     only for ranges that do not (8-bit unsigned).
@@ -94,7 +94,7 @@ def translation_table(opset: int) -> dict[Callable, Callable]:
     def fake_quant(x, scale, qmin: int, qmax: int, zero_point: int, axis: int | None = None, check: bool = True):
         x, dtype = to_float(x)
         per_axis = axis is not None
-        name, clip = container(qmin, qmax, zero_point)
+        name, clip = container(qmin, qmax)
         kind = getattr(ir.DataType, name)
         ax = {"axis": axis} if per_axis else {}
         if not per_axis:
