@@ -94,10 +94,10 @@ def main() -> None:
         for i, ((bits, signed, axis), x, s) in enumerate(zip(cases, xs, scales)):
             kind = KINDS[i % len(KINDS)][0]
             if bits == 1 and signed:
-                box = "INT8 (+-1 via Where)"
+                box = "INT8 (+-1 via Where)" if axis is not None else "float Where (+-s)"
             else:
-                name, clip = container(*quant_range(bits, signed), 0, axis is not None, opset)
-                box = name + (" + Clip" if clip else "")
+                name, clip = container(*quant_range(bits, signed))
+                box = ("float clip + " if clip else "") + name
             mism = [bit_mismatches(per_level[level][i], ref[i]) for level in LEVELS]
             builtin = torch_builtin(x, s, bits, signed, axis)
             ort_all = per_level["all"][i]

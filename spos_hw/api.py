@@ -217,7 +217,7 @@ def export(
     if cfg.check_trt is not None:
         from spos_hw.deploy.trt_check import check_trt_file
 
-        return check_trt_file(cfg.check_trt)
+        return check_trt_file(cfg.check_trt, cfg.trt_version)
     from spos_hw.deploy.model import export_model
 
     return export_model(cfg, verify_inputs=verify_inputs, progress=progress)

@@ -34,6 +34,19 @@ from spos_hw.commands.options import emit, json_option, space_option
 )
 @click.option("--dynamic-batch", is_flag=True, help="Symbolic batch dimension instead of a static one.")
 @click.option("--opset", type=click.IntRange(min=17), default=21, show_default=True, help="ONNX opset (INT4 weights need >= 21).")
+@click.option(
+    "--calibrate",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Float nets with --precision int8: post-training INT8 calibrated on N training images.",
+)
+@click.option(
+    "--calibration",
+    type=click.Choice(["max", "percentile", "entropy"]),
+    default="percentile",
+    show_default=True,
+    help="How --calibrate sets activation ranges.",
+)
 @click.option("--no-verify", is_flag=True, help="Skip the ONNX Runtime (and TensorRT) parity check.")
 @click.option("--fold-bn/--no-fold-bn", default=False, show_default=True, help="Fold BN into quantized convs (Q/DQ exports).")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file (read and updated).")
@@ -43,6 +56,13 @@ from spos_hw.commands.options import emit, json_option, space_option
     type=click.Path(dir_okay=False),
     metavar="MODEL.onnx",
     help="Only check an ONNX file for TensorRT readiness.",
+)
+@click.option(
+    "--trt-version",
+    default="11",
+    show_default=True,
+    metavar="V",
+    help="TensorRT version --check-trt checks the opset against (10.0, 10.1, 11).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
@@ -57,10 +77,13 @@ def export(
     batch_size,
     dynamic_batch,
     opset,
+    calibrate,
+    calibration,
     no_verify,
     fold_bn,
     timing_cache,
     check_trt,
+    trt_version,
     overwrite,
     progress,
     as_json,
@@ -79,11 +102,14 @@ def export(
         batch_size=batch_size,
         dynamic_batch=dynamic_batch,
         opset=opset,
+        calibrate=calibrate,
+        calibration=calibration,
         verify=not no_verify,
         fold_bn=fold_bn,
         timing_cache=timing_cache,
         overwrite=overwrite,
         check_trt=check_trt,
+        trt_version=trt_version,
     )
     result = run(config, progress=progress and not as_json and sys.stderr.isatty())
     if check_trt:
@@ -121,7 +147,7 @@ def _report_trt(res: dict, as_json: bool) -> None:
             f"{res['model']} is not TensorRT-ready: {n} violation(s)" + ("" if as_json else " (listed above)")
         )
     if not as_json:
-        click.echo(f"{res['model']}: TensorRT-ready (Q/DQ rules, operators, opset)")
+        click.echo(f"{res['model']}: TensorRT-ready for TensorRT {res['trt_version']} (Q/DQ rules, operators, opset)")
 
 
 COMMANDS = [export]

@@ -36,11 +36,17 @@ class ExportConfig:
     timing_cache: str | None = None  # TensorRT timing cache file (read and updated)
     overwrite: bool = False  # replace an existing `out`
     check_trt: str | None = None  # only check this ONNX file against TensorRT's rules
+    calibrate: int | None = None  # float nets, precision int8: post-training INT8 calibrated on this many training images
+    calibration: str = "percentile"  # max | percentile (99.99%) | entropy: how activation ranges are calibrated
+    trt_version: str = "11"  # the TensorRT version --check-trt checks the opset against (10.0, 10.1, 11)
 
     def __post_init__(self) -> None:
         if self.check_trt is not None:
             if self.checkpoint or self.arch is not None:
                 raise ConfigError("--check-trt MODEL.onnx takes no --checkpoint or --arch")
+            from spos_hw.deploy.trt_check import trt_opset_range
+
+            trt_opset_range(self.trt_version)
             return
         if not self.checkpoint and (self.arch is None or self.space is None):
             if self.arch is not None:
@@ -54,6 +60,14 @@ class ExportConfig:
             raise ConfigError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"--batch-size must be an integer >= 1, got {self.batch_size!r}")
+        if self.calibrate is not None:
+            if isinstance(self.calibrate, bool) or not isinstance(self.calibrate, int) or self.calibrate < 1:
+                raise ConfigError(f"--calibrate must be an integer >= 1 (training images), got {self.calibrate!r}")
+            if self.precision != "int8":
+                raise ConfigError("--calibrate N is post-training INT8 quantization: give it with --precision int8")
+        from spos_hw.deploy.ptq import check_method
+
+        check_method(self.calibration)
         if not isinstance(self.opset, int) or self.opset < 17:
             raise ConfigError(f"--opset must be an integer >= 17, got {self.opset!r}")
         suffix = ".engine" if self.format == "trt" else ".onnx"

@@ -1,8 +1,10 @@
 """Graph rewrites of Q/DQ exports: pre-quantized weights, and BatchNorm folded into quantized convs.
 
-``prequantize_weights``: every weight chain ``Q(W) [-> Clip] -> DQ`` on a constant ``W`` becomes
-``DQ(Wq)`` with ``Wq`` the integer initializer, computed with the ONNX formula (true float32
-division, round half to even, saturate, clip), so the values are bit for bit what ORT computed.
+``prequantize_weights``: every weight chain ``[Min/Max clip ->] Q(W) [-> Clip] -> DQ`` on a
+constant ``W`` (and the sign quantizer's ``Where(W >= 0, 1, -1) -> DQ``) becomes ``DQ(Wq)`` with
+``Wq`` the integer initializer, computed with the ONNX formula (true float32 division, round half
+to even, saturate, clip), so the values are bit for bit what ORT computed. TensorRT reads such a
+DQ as a quantized weight (per channel on axis 0).
 
 ``fold_batchnorm``: ``Conv(x, DQ(Wq, s)) -> BatchNormalization`` becomes
 ``Conv(x, DQ(sign(k) Wq, s |k|), b)`` with ``k = gamma / sqrt(var + eps)`` per output channel and
@@ -74,28 +76,77 @@ def _int_tensor(name: str, q: np.ndarray, qtype: str):
     return onnx.helper.make_tensor(name, dtype, list(q.shape), q.astype(np.int64).ravel().tolist())
 
 
+_FOLDABLE = {
+    "Identity": lambda a: a,
+    "Neg": lambda a: -a,
+    "Mul": lambda a, b: (a * b).astype(np.result_type(a, b)),
+    "Min": lambda *a: np.minimum.reduce(np.broadcast_arrays(*a)),
+    "Max": lambda *a: np.maximum.reduce(np.broadcast_arrays(*a)),
+    "Clip": lambda a, lo=None, hi=None: np.clip(a, lo, hi).astype(a.dtype),
+    "Reshape": lambda a, shape: a.reshape([a.shape[i] if d == 0 else d for i, d in enumerate(shape.astype(int))]),
+    "GreaterOrEqual": lambda a, b: a >= b,
+    "Where": lambda c, a, b: np.where(c, a, b).astype(np.result_type(a, b)),
+}
+"""Element-wise ops a weight chain is made of, evaluated in numpy at their ONNX dtype (float32)."""
+
+
+def _evaluate(name: str, consts: dict, producer: dict, depth: int = 0) -> np.ndarray | None:
+    """The value of ``name`` when it is a constant or a small chain of ``_FOLDABLE`` ops on constants."""
+    if name in consts:
+        return consts[name]
+    node = producer.get(name)
+    if node is None or node.op_type not in _FOLDABLE or depth > 16 or len(node.output) != 1:
+        return None
+    args = []
+    for i in node.input:
+        if not i:
+            args.append(None)
+            continue
+        v = _evaluate(i, consts, producer, depth + 1)
+        if v is None:
+            return None
+        args.append(v)
+    return np.asarray(_FOLDABLE[node.op_type](*args))
+
+
 def prequantize_weights(model) -> int:
-    """Replace ``Q(W)[->Clip]->DQ`` on constant weights by ``DQ(integer W)`` in place; returns how many."""
+    """Replace every DQ's constant-rooted integer input by an integer initializer in place; returns how many.
+
+    Covers ``Q(W) -> DQ`` where ``W`` is a constant or a float clip chain on one
+    (``Min(Max(W, lo), hi)``, ``Clip``), the older ``Q(W) -> integer Clip -> DQ``, and the
+    sign quantizer's ``Where(W >= 0, 1, -1) -> DQ`` (folded into +-1). Nodes left without
+    consumers are removed.
+    """
     g = model.graph
     consts, producer, consumers = graph_index(g)
     graph_outputs = {o.name for o in g.output}
-    drop, new_inits, count = [], [], 0
+    new_inits, count = [], 0
     for dq in list(g.node):
-        if dq.op_type != "DequantizeLinear":
+        if dq.op_type != "DequantizeLinear" or dq.input[0] in consts:
             continue
         src = producer.get(dq.input[0])
+        if src is None or any(c is not dq for c in consumers.get(dq.input[0], [])) or dq.input[0] in graph_outputs:
+            continue
+        if src.op_type == "Where":  # the sign quantizer on a constant weight
+            q = _evaluate(dq.input[0], consts, producer)
+            if q is None or q.dtype != np.int8:
+                continue
+            name = f"{dq.input[0]}_quantized"
+            new_inits.append(_int_tensor(name, q.astype(np.int64), "INT8"))
+            dq.input[0] = name
+            count += 1
+            continue
         clip = None
-        if src is not None and src.op_type == "Clip":
+        if src.op_type == "Clip":
             clip, src = src, producer.get(src.input[0])
-        if src is None or src.op_type != "QuantizeLinear" or src.input[0] not in consts:
+            if src is None or any(c is not clip for c in consumers.get(src.output[0], [])):
+                continue
+        if src.op_type != "QuantizeLinear":
             continue
-        if any(c is not dq for c in consumers.get(src.output[0], [])) or src.output[0] in graph_outputs:
-            continue
-        if clip is not None and any(c is not dq for c in consumers.get(clip.output[0], [])):
-            continue
+        w = _evaluate(src.input[0], consts, producer)
         scale = consts.get(src.input[1])
         zp = consts.get(src.input[2]) if len(src.input) > 2 and src.input[2] else None
-        if scale is None or (zp is not None and np.any(zp != 0)):
+        if w is None or scale is None or (zp is not None and np.any(zp != 0)):
             continue
         qtype = _np_name(zp) if zp is not None else _qtype(src, consts)
         if qtype not in _RANGES:
@@ -104,17 +155,27 @@ def prequantize_weights(model) -> int:
         if clip is not None:
             lo, hi = int(consts[clip.input[1]]), int(consts[clip.input[2]])
         axis = next((a.i for a in src.attribute if a.name == "axis"), 1)
-        q = _quantize(consts[src.input[0]], scale, axis if scale.ndim else 0, lo, hi)
-        name = f"{src.input[0]}_quantized"
+        q = _quantize(w, scale, axis % max(w.ndim, 1) if scale.ndim else 0, lo, hi)
+        name = f"{dq.input[0]}_quantized"
         new_inits.append(_int_tensor(name, q, qtype))
         dq.input[0] = name
-        drop += [src] + ([clip] if clip is not None else [])
         count += 1
-    for n in drop:
-        g.node.remove(n)
     g.initializer.extend(new_inits)
+    _prune_nodes(g)
     _prune_initializers(g)
     return count
+
+
+def _prune_nodes(graph) -> None:
+    """Remove nodes none of whose outputs is consumed or a graph output (repeatedly)."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            return
+        for n in dead:
+            graph.node.remove(n)
 
 
 def fold_batchnorm(model, only: set[str] | None = None) -> int:

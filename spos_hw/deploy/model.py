@@ -53,7 +53,10 @@ def export_model(config: ExportConfig, *, verify_inputs: Any = None, progress: b
     with tqdm(total=5 if fmt == "trt" else 3, desc="export", disable=not progress, leave=False) as bar:
         net, info = load_net(checkpoint=config.checkpoint, arch=config.arch, space=config.space)
         space_obj = info.pop("_space")
-        precision = resolve_precision(config.precision, space_obj.quantized, config.checkpoint is not None)
+        precision = resolve_precision(
+            config.precision, space_obj.quantized, config.checkpoint is not None, calibrate=config.calibrate
+        )
+        ptq = precision == "int8" and not space_obj.quantized
         bar.update(1)
 
         n_example = max(batch_size, 2) if dynamic_batch else batch_size
@@ -63,7 +66,13 @@ def export_model(config: ExportConfig, *, verify_inputs: Any = None, progress: b
             module, (example,), None, opset=opset, dynamic_batch=dynamic_batch, metadata=metadata(info, precision)
         )
         folded = 0
-        if precision == "int8":
+        calibration = None
+        if ptq:
+            from spos_hw.deploy.ptq import post_training_int8
+
+            images = calibration_images(config.checkpoint, info, space_obj, config.calibrate)
+            calibration = post_training_int8(model, images, method=config.calibration)
+        elif precision == "int8":
             from spos_hw.deploy.fold import fold_batchnorm, prequantize_weights
 
             prequantize_weights(model)  # exact: integer weight initializers, no weight QuantizeLinear
@@ -81,6 +90,7 @@ def export_model(config: ExportConfig, *, verify_inputs: Any = None, progress: b
             "nodes": len(model.graph.node),
             "qdq_nodes": sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node),
             "bn_folded": folded,
+            "calibration": calibration,
             "verified": False,
             "max_abs_diff": None,
             "top1_agreement": None,
@@ -90,9 +100,10 @@ def export_model(config: ExportConfig, *, verify_inputs: Any = None, progress: b
             from spos_hw.deploy.verify import check, compare
 
             x, result["inputs"] = verification_inputs(verify_inputs, config.checkpoint, info, space_obj)
-            figures = compare(module, model, x, precision=precision, batch=None if dynamic_batch else batch_size)
+            kind = "ptq" if ptq else precision
+            figures = compare(module, model, x, precision=kind, batch=None if dynamic_batch else batch_size)
             result.update({k: v for k, v in figures.items() if k not in ("n",)}, n_inputs=figures["n"])
-            check(figures, precision)
+            check(figures, kind)
             result["verified"] = True
         data = model.SerializeToString()
         atomic_write_bytes(onnx_path, data)
@@ -171,20 +182,45 @@ def load_net(*, checkpoint=None, arch=None, space=None):
     return net, info
 
 
-def resolve_precision(precision: str | None, quantized: bool, has_checkpoint: bool) -> str:
+def resolve_precision(precision: str | None, quantized: bool, has_checkpoint: bool, *, calibrate: int | None = None) -> str:
     if quantized:
         if precision not in (None, "int8"):
             raise ConfigError(
                 f"this net is quantized (its space has sub-32-bit layers): it exports as Q/DQ, --precision int8, not {precision}"
             )
+        if calibrate is not None:
+            raise ConfigError("--calibrate is for float nets; this one is quantized and carries its own trained scales")
         return "int8"
     if precision == "int8":
-        hint = "" if has_checkpoint else " (and a random-init net has no calibration data)"
-        raise ConfigError(
-            "--precision int8 needs a quantized net: this one is float and post-training calibration is not "
-            f"supported{hint}; retrain in a quantized space such as shufflenetv2-small-w48a8 or resnet18-mixed"
-        )
+        if not has_checkpoint:
+            raise ConfigError(
+                "--precision int8 on a float net calibrates on its training images: it needs --checkpoint "
+                "(a random-init --arch has none)"
+            )
+        if calibrate is None:
+            raise ConfigError(
+                "--precision int8 on a float net is post-training quantization: give --calibrate N (training images, "
+                "e.g. 512), or retrain in a quantized space such as shufflenetv2-small-w48a8-trt"
+            )
     return precision or "fp32"
+
+
+def calibration_images(checkpoint, info: dict[str, Any], space, n: int):
+    """``n`` normalised training images of the checkpoint's dataset (seeded choice), as float32 numpy."""
+    import numpy as np
+    import torch
+
+    from spos_hw.nas.data import load_data
+
+    dataset = info.get("dataset")
+    if not dataset:
+        raise ConfigError(f"checkpoint {str(checkpoint)!r} records no dataset to calibrate on")
+    data = load_data(dataset, space)
+    idx = np.sort(np.random.default_rng(0).choice(len(data.train), size=min(n, len(data.train)), replace=False))
+    images = data.train.fetch(idx)
+    mean = torch.tensor(info["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(info["std"]).view(1, -1, 1, 1)
+    return ((images.float() / 255.0 - mean) / std).numpy()
 
 
 def metadata(info: dict[str, Any], precision: str) -> dict[str, str]:

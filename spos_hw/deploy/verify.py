@@ -33,8 +33,10 @@ TOLERANCES: dict[str, dict[str, float]] = {
     "fp32": {"max_abs_diff": 1e-4, "top1_agreement": 1.0},
     "fp16": {"max_rel_diff": 1e-2, "top1_agreement": 0.99},
     "int8": {"max_step_error": 2.0, "top1_agreement": 0.995},
+    "ptq": {"top1_agreement": 0.97},
 }
-"""fp32 and int8 (Q/DQ) as the issue asks; fp16: diff relative to the largest |logit|."""
+"""fp32 and int8 (Q/DQ) as the issue asks; fp16: diff relative to the largest |logit|; ptq: a
+post-training INT8 net against its float source (no trained quantizer to match step by step)."""
 
 ORT_LEVEL = "all"
 """Verification runs ONNX Runtime at ORT_ENABLE_ALL (what a deployment uses)."""

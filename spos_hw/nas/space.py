@@ -345,6 +345,11 @@ class SearchSpace:
     abits: tuple[int, ...] = (FULL_PRECISION,)
     fixed_bits: tuple[int, int] = (FULL_PRECISION, FULL_PRECISION)
     """Weight and activation bits of the stem and head (they are not searched)."""
+    signed_activations: bool = False
+    """The TensorRT deploy profile: every activation quantizer uses the signed grid
+    ``[-2^(b-1), 2^(b-1) - 1]``, non-negative (post-ReLU) inputs too, so every Q/DQ is INT8
+    (docs/quantization.md). False (the ORT profile): post-ReLU inputs use the unsigned grid
+    ``[0, 2^b - 1]``, one bit more resolution, but 8-bit ones need UINT8, which TensorRT refuses."""
 
     family: ClassVar[str] = ""
     families: ClassVar[dict[str, type[SearchSpace]]] = {}
@@ -385,6 +390,8 @@ class SearchSpace:
     # --- identity
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        if not d["signed_activations"]:  # the default is left out: older spaces keep their fingerprints
+            del d["signed_activations"]
         d["family"] = self.family
         return d
 

@@ -11,7 +11,9 @@ which hold one quantizer per bit width and pick it from ``bits=(w, a)`` at every
   pooling); signed when it can be negative (the network input in the stem, a conv after a
   BN without ReLU such as ShuffleNet's depthwise convs). The block builders pass this as
   ``signed_input`` (``nas.blocks``). 1-bit unsigned activations are ``{0, s}``; 1-bit
-  signed activations use the sign quantizer.
+  signed activations use the sign quantizer. In the TensorRT profile
+  (``space.signed_activations``, the ``*-trt`` spaces) every activation is on the signed
+  grid, as TensorRT's INT8 runs it: ``qmax = 2^(b-1) - 1`` on post-ReLU inputs too.
 - Step sizes (LSQ): one per bit width (``wq.b4.scale``, ``aq.b2.scale``), initialised at
   first use from the full weight (``2 mean|w| / sqrt(Qp)`` per channel; ``mean|w|`` for the
   sign quantizer) or from the first batch (``2 mean|x| / sqrt(Qp)``, averaged over ranks
@@ -237,15 +239,22 @@ def quant_layers(space, *, bn_affine: bool, bits_choices: Sequence[tuple[int, in
     choices = _check_choices(bits_choices)
     wbits = [w for w, _ in choices]
     abits = [a for _, a in choices]
+    all_signed = bool(getattr(space, "signed_activations", False))  # the TensorRT profile
+    if all_signed and 1 in abits:
+        raise QuantError(
+            "1-bit activations on the signed grid (signed_activations) are the sign quantizer, constant on "
+            "non-negative inputs; the TensorRT profile takes activation bits 2..8"
+        )
 
     def conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, *, signed_input: bool = False) -> QuantConv2d:
-        return QuantConv2d(cin, cout, k, stride, groups, wbits=wbits, abits=abits, signed_input=signed_input)
+        signed = signed_input or all_signed
+        return QuantConv2d(cin, cout, k, stride, groups, wbits=wbits, abits=abits, signed_input=signed)
 
     def bn(c: int) -> BitsBatchNorm2d:
         return BitsBatchNorm2d(c, choices, affine=bn_affine)
 
     def linear(cin: int, cout: int, bias: bool = False, *, signed_input: bool = False) -> QuantLinear:
-        return QuantLinear(cin, cout, bias, wbits=wbits, abits=abits, signed_input=signed_input)
+        return QuantLinear(cin, cout, bias, wbits=wbits, abits=abits, signed_input=signed_input or all_signed)
 
     return Layers(conv=conv, bn=bn, linear=linear)
 

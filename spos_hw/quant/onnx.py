@@ -4,22 +4,32 @@ The dynamo exporter ignores ``autograd.Function.symbolic``; custom ops are lower
 ``torch.onnx.export(..., dynamo=True, custom_translation_table=translation_table(opset))``.
 ``spos_hw.deploy.onnx`` merges this table into its own.
 
-Integer containers (the zero point's dtype decides Q's output type):
+The scheme follows TensorRT's explicit-quantization rules (docs/export.md, "TensorRT
+conformance") and stays bit-exact with ``fake_quant`` in ONNX Runtime:
 
-- per-axis (weights), zero point 0: the narrowest container whose range is exactly the
-  op's range: INT2/UINT2 (opset >= 25), INT4/UINT4 (opset >= 21); otherwise INT8/UINT8;
-- per-tensor (activations): INT8/UINT8 always (every ORT optimization level and TensorRT
-  run them; TensorRT takes nothing narrower for activations);
-- a range narrower than its container (3-bit, or activations below 8 bits) is enforced with
-  an integer ``Clip`` between Q and DQ, so the values that reach DQ are exactly the op's.
+- every Q/DQ carries an explicit zero point whose type is the quantized type (ONNX reads a
+  missing one as UINT8, TensorRT as INT8); it is INT8 and 0 for every symmetric range that
+  fits ``[-128, 127]``;
+- a range narrower than INT8 (weights or activations below 8 bits, unsigned ones below 8
+  bits) is enforced in float *before* the Q: ``Clip(x, qmin*s, qmax*s)`` per tensor,
+  ``Min(Max(x, qmin*s), qmax*s)`` per channel, then ``Q(INT8) -> DQ``. Nothing sits between
+  a Q and its DQ. It is exact: a clipped value ``fl(qmax*s)`` divides back to ``qmax`` within
+  ``qmax * 2^-23``, far from a rounding tie, and values inside the bounds are untouched;
+- constant weights are then pre-quantized by ``spos_hw.deploy.fold.prequantize_weights`` into
+  INT8 initializers holding the exact integers (per channel, axis 0) feeding a DQ;
+- no INT4/INT2 containers: TensorRT takes INT4 only as Gemm/MatMul weights, and the 4-bit
+  integers are exact in INT8 anyway;
+- 8-bit unsigned activations ``[0, 255]`` do not fit INT8: they stay UINT8 Q/DQ, exact in ORT
+  but refused by ``--check-trt`` (TensorRT has no unsigned quantized type). The ``*-trt``
+  spaces quantize every activation on the signed grid, so they never produce them.
 
-The 1-bit sign quantizer is not a rounding of ``x / scale`` (``sign(0) = +1``), so it has
-no QuantizeLinear: it lowers to ``DequantizeLinear(Where(x >= 0, 1, -1) as INT8, scale)``,
-exactly ``+-scale``. On constant weights ORT folds the ``Where`` into an INT8 initializer of
-+-1 and keeps the DequantizeLinear, like any other quantized weight. (A float
-``Where(x >= 0, s, -s)`` would also be exact, but ORT then folds the weights into plain
-constants and fuses the following BN into the conv, which moves low-bit activations across
-rounding boundaries: measured 3% output error after one 4-bit layer.)
+The 1-bit sign quantizer is not a rounding of ``x / scale`` (``sign(0) = +1``). Per channel
+(weights) it lowers to ``DequantizeLinear(Where(x >= 0, 1, -1) as INT8, scale)``, which
+``prequantize_weights`` folds into an INT8 initializer of +-1 (a float ``Where`` on weights
+would let ORT fold them into plain constants and fuse the following BN into the conv, moving
+low-bit activations across rounding boundaries: measured 3% output error after one 4-bit
+layer). Per tensor (activations) it lowers to the float ``Where(x >= 0, s, -s)``: no Q/DQ,
+exactly ``+-s``.
 fp16/bf16 inputs are cast to float32 around Q/DQ, as the op computes in fp32.
 """
 
@@ -37,21 +47,14 @@ from spos_hw.errors import QuantError
 MIN_OPSET = 13
 """Per-axis QuantizeLinear/DequantizeLinear need opset 13."""
 
-_CONTAINERS = (  # (ONNX dtype, qmin, qmax, first opset): sub-byte containers, used for exact ranges only
-    ("INT2", -2, 1, 25),
-    ("UINT2", 0, 3, 25),
-    ("INT4", -8, 7, 21),
-    ("UINT4", 0, 15, 21),
-)
 
+def container(qmin: int, qmax: int) -> tuple[str, bool]:
+    """``(onnx dtype name, needs_clip)`` for the integer range ``[qmin, qmax]``.
 
-def container(qmin: int, qmax: int, zero_point: int, per_axis: bool, opset: int) -> tuple[str, bool]:
-    """``(onnx dtype name, needs_clip)`` for the integer range ``[qmin, qmax]``."""
-    if per_axis and zero_point == 0:
-        for name, lo, hi, since in _CONTAINERS:
-            if opset >= since and (lo, hi) == (qmin, qmax):
-                return name, False
-    if qmin < 0:
+    INT8 whenever the range fits ``[-128, 127]`` (``needs_clip`` when it is narrower); UINT8
+    only for ranges that do not (8-bit unsigned).
+    """
+    if qmin >= -128 and qmax <= 127:
         return "INT8", (qmin, qmax) != (-128, 127)
     return "UINT8", (qmin, qmax) != (0, 255)
 
@@ -59,7 +62,7 @@ def container(qmin: int, qmax: int, zero_point: int, per_axis: bool, opset: int)
 def translation_table(opset: int) -> dict[Callable, Callable]:
     """``custom_translation_table`` entries lowering ``spos_hw::fake_quant`` and ``spos_hw::sign_quant``.
 
-    ``opset`` must be the ``opset_version`` of the export (it picks the containers).
+    ``opset`` must be the ``opset_version`` of the export.
     """
     if opset < MIN_OPSET:
         raise QuantError(f"quantized models export at opset >= {MIN_OPSET} (per-axis Q/DQ), got {opset}")
@@ -67,6 +70,7 @@ def translation_table(opset: int) -> dict[Callable, Callable]:
     from onnxscript import ir
 
     op = onnxscript.values.Opset("", opset)
+    f32 = ir.DataType.FLOAT
 
     def const(value: Any, dtype: ir.DataType) -> Any:
         return op.Constant(value=ir.tensor(np.asarray(value, dtype=dtype.numpy()), dtype=dtype))
@@ -77,35 +81,47 @@ def translation_table(opset: int) -> dict[Callable, Callable]:
     def back(y, dtype):
         return y if dtype is None else op.Cast(y, to=dtype)
 
+    def scalar(scale):
+        if len(scale.shape or ()) > 0:
+            return op.Reshape(scale, const(np.zeros((0,), np.int64), ir.DataType.INT64))
+        return scale
+
+    def broadcast(scale, rank: int, axis: int):
+        shape = [1] * rank
+        shape[axis] = -1
+        return op.Reshape(scale, const(np.asarray(shape, np.int64), ir.DataType.INT64))
+
     def fake_quant(x, scale, qmin: int, qmax: int, zero_point: int, axis: int | None = None, check: bool = True):
         x, dtype = to_float(x)
         per_axis = axis is not None
-        name, clip = container(qmin, qmax, zero_point, per_axis, opset)
+        name, clip = container(qmin, qmax)
         kind = getattr(ir.DataType, name)
         ax = {"axis": axis} if per_axis else {}
-        if not per_axis and len(scale.shape or ()) > 0:
-            scale = op.Reshape(scale, const(np.zeros((0,), np.int64), ir.DataType.INT64))
-        if name in ("INT8", "UINT8"):
-            n = int(scale.shape[0]) if per_axis else None
-            zp = const(np.full(n, zero_point) if per_axis else zero_point, kind)
-            q = op.QuantizeLinear(x, scale, zp, **ax)
-            if clip:
-                q = op.Clip(q, const(qmin, kind), const(qmax, kind))
-            y = op.DequantizeLinear(q, scale, zp, **ax)
-        else:
-            q = op.QuantizeLinear(x, scale, output_dtype=kind, **ax)
-            y = op.DequantizeLinear(q, scale, **ax)
-        return back(y, dtype)
+        if not per_axis:
+            scale = scalar(scale)
+        lo, hi = float(qmin - zero_point), float(qmax - zero_point)
+        if clip:  # the op's range, in float, before the Q (nothing between Q and DQ)
+            if per_axis:
+                rank = len(x.shape)
+                sb = broadcast(scale, rank, axis % rank)
+                x = op.Min(op.Max(x, op.Mul(sb, const(lo, f32))), op.Mul(sb, const(hi, f32)))
+            else:
+                x = op.Clip(x, op.Mul(scale, const(lo, f32)), op.Mul(scale, const(hi, f32)))
+        n = int(scale.shape[0]) if per_axis else None
+        zp = const(np.full(n, zero_point) if per_axis else zero_point, kind)
+        q = op.QuantizeLinear(x, scale, zp, **ax)
+        return back(op.DequantizeLinear(q, scale, zp, **ax), dtype)
 
     def sign_quant(x, scale, axis: int | None = None, check: bool = True):
         x, dtype = to_float(x)
-        ax = {"axis": axis} if axis is not None else {}
-        if axis is None and len(scale.shape or ()) > 0:
-            scale = op.Reshape(scale, const(np.zeros((0,), np.int64), ir.DataType.INT64))
+        zero = const(np.float32(0), f32)
+        if axis is None:  # activations: float select, exactly +-s (no Q/DQ)
+            s = scalar(scale)
+            return back(op.Where(op.GreaterOrEqual(x, zero), s, op.Neg(s)), dtype)
         i8 = ir.DataType.INT8
-        q = op.Where(op.GreaterOrEqual(x, const(np.float32(0), ir.DataType.FLOAT)), const(1, i8), const(-1, i8))
-        zp = const(np.zeros(int(scale.shape[0]), np.int8) if axis is not None else 0, i8)
-        return back(op.DequantizeLinear(q, scale, zp, **ax), dtype)
+        q = op.Where(op.GreaterOrEqual(x, zero), const(1, i8), const(-1, i8))
+        zp = const(np.zeros(int(scale.shape[0]), np.int8), i8)
+        return back(op.DequantizeLinear(q, scale, zp, axis=axis), dtype)
 
     return {
         torch.ops.spos_hw.fake_quant.default: fake_quant,

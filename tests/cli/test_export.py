@@ -38,7 +38,7 @@ def test_cli_bad_inputs_are_one_line_and_leave_no_file(run_cli, tmp_path, tiny10
         (["--checkpoint", corrupt, "--out", out], "cannot be loaded"),
         (["--checkpoint", tmp_path / "missing.pt", "--out", out], "does not exist"),
         (["--checkpoint", ck, "--out", tmp_path / "nope" / "o.onnx"], "output folder"),
-        (["--checkpoint", ck, "--precision", "int8", "--out", out], "int8 needs a quantized net"),
+        (["--checkpoint", ck, "--precision", "int8", "--out", out], "give --calibrate N"),
         (["--checkpoint", ck, "--format", "trt", "--out", tmp_path / "x.onnx"], "engine"),
         (["--out", out], "needs --checkpoint"),
         (["--check-trt", corrupt], "not a readable ONNX"),

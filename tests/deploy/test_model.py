@@ -70,8 +70,10 @@ def test_quantized_export_is_qdq_and_step_exact(tmp_path, tinyq):
     assert res["qdq_bit_mismatches"] == 0 and res["end_to_end_max_step_error"] >= 0
     model = onnx.load(out)
     weight_types = {onnx.TensorProto.DataType.Name(t.data_type) for t in model.graph.initializer}
-    assert {"INT4", "INT8"} <= weight_types  # pre-quantized per-channel weights: 4-bit in INT4, 2-bit and 8-bit in INT8
-    assert "Clip" in {n.op_type for n in model.graph.node}  # 4-bit activations: clipped 8-bit container
+    assert "INT8" in weight_types and "INT4" not in weight_types  # pre-quantized weights: exact integers in INT8
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    clips = [n for n in model.graph.node if n.op_type == "Clip"]  # 4-bit activations: clipped in float before the Q
+    assert clips and all(producer.get(n.input[0]) != "QuantizeLinear" for n in clips)
     with pytest.raises(ConfigError, match="quantized"):
         export(arch=arch, space=tinyq, out=tmp_path / "f.onnx", precision="fp32")
 
@@ -103,7 +105,7 @@ def test_bad_inputs_leave_no_file(tmp_path, ckpt, tiny10):
     assert wrong != arch
     with pytest.raises(ArtifactMismatch, match="holds arch"):
         export(checkpoint=path, arch=wrong, space=tiny10, out=tmp_path / "a.onnx")
-    with pytest.raises(ConfigError, match="int8 needs a quantized net"):
+    with pytest.raises(ConfigError, match="give --calibrate N"):
         export(checkpoint=path, out=tmp_path / "a.onnx", precision="int8")
     assert list(tmp_path.iterdir()) == []
 

@@ -131,14 +131,33 @@ register_space("shufflenetv2-small", _shufflenet(SMALL))
 register_space("shufflenetv2-small-ch", _shufflenet(SMALL, channel_scales=PAPER_SCALES))
 
 # Quantized spaces. Stem and head run at 8/8 bits (not searched); BitOps count them at 8 x 8.
+# Two deploy profiles (docs/quantization.md): the plain names quantize post-ReLU activations on
+# the unsigned grid [0, 2^b - 1] (the ORT profile: 8-bit ones export as UINT8, which ONNX Runtime
+# runs and TensorRT refuses); the `-trt` twins put every activation on the signed grid, so each
+# Q/DQ is INT8 and what trains is what TensorRT runs.
 _DEPLOY_BITS = dict(wbits=(4, 8), abits=(8,), fixed_bits=(8, 8))
-"""What TensorRT runs: INT4 or INT8 weights, INT8 activations."""
+"""4- or 8-bit weights (both stored as exact INT8 integers), 8-bit activations."""
+_TRT = dict(signed_activations=True)
 register_space("shufflenetv2-small-w48a8", _shufflenet(SMALL, **_DEPLOY_BITS))
 register_space("shufflenetv2-imagenet-w48a8", _shufflenet(IMAGENET, **_DEPLOY_BITS))
+register_space("shufflenetv2-small-w48a8-trt", _shufflenet(SMALL, **_DEPLOY_BITS, **_TRT))
+register_space("shufflenetv2-imagenet-w48a8-trt", _shufflenet(IMAGENET, **_DEPLOY_BITS, **_TRT))
 register_space(
     "resnet18-mixed",
     lambda name: ResNetSpace(
         name=name, **RESNET_SMALL, channel_scales=(0.5, 0.75, 1.0), wbits=MIXED_BITS, abits=MIXED_BITS, fixed_bits=(8, 8)
+    ),
+)
+register_space(  # 1-bit activations have no signed grid worth having (the sign is constant after ReLU)
+    "resnet18-mixed-trt",
+    lambda name: ResNetSpace(
+        name=name,
+        **RESNET_SMALL,
+        channel_scales=(0.5, 0.75, 1.0),
+        wbits=MIXED_BITS,
+        abits=MIXED_BITS[1:],
+        fixed_bits=(8, 8),
+        signed_activations=True,
     ),
 )
 
@@ -151,6 +170,7 @@ def _mbconv(params: dict, **extra) -> Callable[[str], SearchSpace]:
 register_space("fbnet-imagenet", _mbconv(FBNET_IMAGENET))
 register_space("fbnet-small", _mbconv(FBNET_SMALL))
 register_space("fbnet-small-w48a8", _mbconv(FBNET_SMALL, **_DEPLOY_BITS))
+register_space("fbnet-small-w48a8-trt", _mbconv(FBNET_SMALL, **_DEPLOY_BITS, **_TRT))
 register_space("proxylessnas-imagenet", _mbconv(PROXYLESS_IMAGENET))
 register_space("proxylessnas-gpu-imagenet", _mbconv(PROXYLESS_GPU_IMAGENET))
 register_space("proxylessnas-small", _mbconv(PROXYLESS_SMALL))
