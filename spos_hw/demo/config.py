@@ -14,7 +14,7 @@ SPACE = "shufflenetv2-small"
 
 @dataclass(frozen=True)
 class Preset:
-    """How much work each step does (``docs/demo.md`` has the measurements behind the numbers)."""
+    """How much work each step does (the README's demo table has the measurements behind the numbers)."""
 
     rounds: int  # latency protocol rounds (table and measurement)
     calibrate: int  # whole subnets measured for the table's calibration
@@ -39,12 +39,12 @@ PRESETS = {
         rounds=8,
         calibrate=8,
         validate=10,
-        supernet_epochs=0.5,
+        supernet_epochs=1.0,
         population=10,
         generations=4,
         recal_images=512,
         holdout=1000,
-        retrain_epochs=3.0,
+        retrain_epochs=8.0,
     ),
     "full": Preset(
         rounds=20,
