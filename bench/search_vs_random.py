@@ -30,18 +30,6 @@ import numpy as np
 from common import print_table
 
 
-def random_feasible(space, predictor, budget: float, n: int, rng: np.random.Generator) -> list[str]:
-    """``n`` distinct uniformly drawn archs whose predicted latency is within ``budget``."""
-    out: dict[str, None] = {}
-    for _ in range(200):
-        rows = space.sample(rng, 256)
-        for row in rows[predictor.cost(rows) <= budget]:
-            out.setdefault(str(space.decode(row[None])[0]), None)
-            if len(out) == n:
-                return list(out)
-    raise SystemExit(f"error: fewer than {n} random archs meet the budget {budget:.4f} ms")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--supernet", required=True)
@@ -63,9 +51,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     import spos_hw
+    from spos_hw.api import cost_models
+    from spos_hw.demo.pipeline import latency_budget
     from spos_hw.io import atomic_write_json
-    from spos_hw.latency.predictor import load_predictor
     from spos_hw.nas.checkpoint import load_supernet
+    from spos_hw.nas.costs import Bound
+    from spos_hw.nas.sampling import FeasibleSampler
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,8 +65,8 @@ def main() -> None:
     ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
     net, ckpt = load_supernet(args.supernet)
     space = net.space
-    predictor = load_predictor(args.lut, space)
-    budget = float(np.percentile(predictor.cost(space.sample(np.random.default_rng(0), 4000)), args.budget_pct))
+    predictor = cost_models(space, args.lut)["latency"]
+    budget = latency_budget(predictor, space, args.budget_pct, samples=4000, seed=0)
     (out / "space.json").write_text(json.dumps(space.to_json()))
     data = (ckpt.get("data") or {}).get("dataset")
 
@@ -120,7 +111,8 @@ def main() -> None:
             ledger[key] = {"arch": res["arch"], "score": res["accuracy"]}
             atomic_write_json(ledger_path, ledger)
         pick = ledger[key]["arch"]
-        randoms = random_feasible(space, predictor, budget, args.random, np.random.default_rng(1000 + seed))
+        sampler = FeasibleSampler(space, [Bound.upper(predictor, budget)], rng=np.random.default_rng(1000 + seed))
+        randoms = [str(a) for a in space.decode(sampler.sample(args.random))]
         acc_pick = standalone(pick)
         acc_rand = np.array([standalone(a) for a in randoms])
         margin = acc_pick - float(np.median(acc_rand))

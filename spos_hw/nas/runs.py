@@ -5,6 +5,7 @@ checkpoints every ``ckpt_every`` steps and at the end, the summary JSON and the 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
@@ -148,9 +149,7 @@ class _Run:
 
 def eval_copy(model: nn.Module, space: SearchSpace) -> nn.Module:
     """``model`` for the test pass: a copy with BN folded into the convs for float spaces (the same
-    function up to float rounding, ~2x faster on CPU: docs/training.md); quantized ones as they are."""
-    import copy
-
+    function up to float rounding, 1.5x faster on CPU: bench/eval_speed.py); quantized ones as they are."""
     from spos_hw.nas.blocks import fuse_bn_
 
     model.eval()
